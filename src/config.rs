@@ -1,0 +1,307 @@
+//! Registry settings: the `[registry."HOST"]` tables shared by rule files and `copy --config`.
+//!
+//! ```toml
+//! [registry."registry.partner.example"]
+//! auth = "basic"
+//! username = "relay"
+//! password_env = "PARTNER_REGISTRY_PASSWORD"   # or password_file = "/secrets/partner"
+//!
+//! [registry."127.0.0.1:5002"]
+//! auth = "none"
+//! insecure = true
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::registry::auth::{Credential, CredentialSource, DockerConfig, Secret, Static};
+
+/// A settings file that could not be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML errors carry line, column and the offending key in their message.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: registry {host:?}: {reason}")]
+    Registry {
+        path: String,
+        host: String,
+        reason: String,
+    },
+}
+
+/// How the relay authenticates to one registry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthKind {
+    /// Anonymous: no credentials are sent.
+    None,
+    /// Username and password, the password from `password_env` or `password_file`.
+    Basic,
+    /// The user's Docker `config.json` (`auths`, `credHelpers`, `credsStore`).
+    DockerConfig,
+    /// A static bearer token from `token_env` or `token_file`.
+    Bearer,
+}
+
+/// One `[registry."HOST"]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// How to authenticate.
+    pub auth: AuthKind,
+    /// Plain HTTP instead of HTTPS. Loopback hosts default to plain HTTP; every other host
+    /// must say so explicitly.
+    #[serde(default)]
+    pub insecure: Option<bool>,
+    /// Basic auth user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the Basic auth password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the Basic auth password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding a bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding a bearer token (trailing newline ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Docker config file for `auth = "docker-config"` (default: `$DOCKER_CONFIG` or
+    /// `~/.docker/config.json`).
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
+}
+
+/// Settings for every registry the relay talks to, by host (`host[:port]`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    pub registries: BTreeMap<String, RegistrySettings>,
+}
+
+#[derive(Deserialize)]
+struct FileShape {
+    #[serde(default)]
+    registry: BTreeMap<String, RegistrySettings>,
+    /// Rules live in the same files; `copy --config` reads only the registry tables.
+    #[serde(default, rename = "rule")]
+    _rules: Option<toml::Value>,
+}
+
+impl RegistryConfig {
+    /// Read registry tables from a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse registry tables; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let shape: FileShape = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        for (host, s) in &shape.registry {
+            s.validate().map_err(|reason| ConfigError::Registry {
+                path: origin.to_owned(),
+                host: host.clone(),
+                reason,
+            })?;
+        }
+        Ok(RegistryConfig {
+            registries: shape.registry,
+        })
+    }
+
+    /// Whether to use plain HTTP for `host`: only when configured, or for loopback hosts that
+    /// are not configured otherwise.
+    pub fn insecure(&self, host: &str) -> bool {
+        match self.registries.get(host).and_then(|s| s.insecure) {
+            Some(v) => v,
+            None => is_loopback(host),
+        }
+    }
+
+    /// The credential source for `host`. Hosts without settings fall back to the Docker config,
+    /// which yields anonymous access when it has no entry.
+    pub fn credentials(&self, host: &str) -> Result<Arc<dyn CredentialSource>, ConfigError> {
+        let Some(s) = self.registries.get(host) else {
+            return Ok(Arc::new(DockerConfig::new(host, None)));
+        };
+        let err = |reason: String| ConfigError::Registry {
+            path: "settings".into(),
+            host: host.to_owned(),
+            reason,
+        };
+        Ok(match s.auth {
+            AuthKind::None => Arc::new(Static(Credential::Anonymous)),
+            AuthKind::DockerConfig => Arc::new(DockerConfig::new(host, s.docker_config.clone())),
+            AuthKind::Basic => {
+                let password = read_secret(s.password_env.as_deref(), s.password_file.as_deref())
+                    .map_err(|e| err(format!("password: {e}")))?;
+                Arc::new(Static(Credential::Basic {
+                    username: s.username.clone().unwrap_or_default(),
+                    password,
+                }))
+            }
+            AuthKind::Bearer => {
+                let token = read_secret(s.token_env.as_deref(), s.token_file.as_deref())
+                    .map_err(|e| err(format!("token: {e}")))?;
+                Arc::new(Static(Credential::Bearer(token)))
+            }
+        })
+    }
+}
+
+impl RegistrySettings {
+    fn validate(&self) -> Result<(), String> {
+        match self.auth {
+            AuthKind::Basic => {
+                if self.username.as_deref().is_none_or(str::is_empty) {
+                    return Err("auth = \"basic\" needs username".into());
+                }
+                if self.password_env.is_some() == self.password_file.is_some() {
+                    return Err(
+                        "auth = \"basic\" needs exactly one of password_env, password_file".into(),
+                    );
+                }
+            }
+            AuthKind::Bearer => {
+                if self.token_env.is_some() == self.token_file.is_some() {
+                    return Err(
+                        "auth = \"bearer\" needs exactly one of token_env, token_file".into(),
+                    );
+                }
+            }
+            AuthKind::None | AuthKind::DockerConfig => {}
+        }
+        let stray = [
+            (
+                "username",
+                self.username.is_some() && self.auth != AuthKind::Basic,
+            ),
+            (
+                "password_env",
+                self.password_env.is_some() && self.auth != AuthKind::Basic,
+            ),
+            (
+                "password_file",
+                self.password_file.is_some() && self.auth != AuthKind::Basic,
+            ),
+            (
+                "token_env",
+                self.token_env.is_some() && self.auth != AuthKind::Bearer,
+            ),
+            (
+                "token_file",
+                self.token_file.is_some() && self.auth != AuthKind::Bearer,
+            ),
+            (
+                "docker_config",
+                self.docker_config.is_some() && self.auth != AuthKind::DockerConfig,
+            ),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, bad)| *bad) {
+            return Err(format!("{key} does not apply to auth = {:?}", self.auth));
+        }
+        Ok(())
+    }
+}
+
+fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Secret, String> {
+    match (env, file) {
+        (Some(var), _) => std::env::var(var)
+            .map(Secret::new)
+            .map_err(|_| format!("environment variable {var} is not set")),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        (None, None) => Err("no source configured".into()),
+    }
+}
+
+/// `127.0.0.0/8`, `localhost` and `[::1]`, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    if name == "localhost" {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_default_to_plain_http_others_do_not() {
+        let c = RegistryConfig::default();
+        assert!(c.insecure("127.0.0.1:5000"));
+        assert!(c.insecure("localhost:5000"));
+        assert!(c.insecure("[::1]:5000"));
+        assert!(!c.insecure("registry.example"));
+        assert!(!c.insecure("127.0.0.1.nip.io"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let e = RegistryConfig::parse(
+            "[registry.\"r.example\"]\nauth = \"none\"\npasword_env = \"X\"\n",
+            "relay.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("relay.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("pasword_env"), "{e}");
+    }
+
+    #[test]
+    fn basic_auth_needs_username_and_one_password_source() {
+        let e = RegistryConfig::parse(
+            "[registry.\"r\"]\nauth = \"basic\"\nusername = \"u\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("password_env"), "{e}");
+        let e = RegistryConfig::parse(
+            "[registry.\"r\"]\nauth = \"none\"\nusername = \"u\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("username does not apply"), "{e}");
+    }
+
+    #[test]
+    fn password_file_is_read_without_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let toml = format!(
+            "[registry.\"r\"]\nauth = \"basic\"\nusername = \"u\"\npassword_file = {:?}\n",
+            p.display().to_string()
+        );
+        let c = RegistryConfig::parse(&toml, "f.toml").unwrap();
+        assert!(c.credentials("r").is_ok());
+    }
+}

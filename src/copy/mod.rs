@@ -1,0 +1,605 @@
+//! The copy engine: from a source image to target repositories, the job `gcrane cp` does.
+//!
+//! For each request: resolve the source digest; skip targets whose tag already resolves to it;
+//! read the manifest tree (index, children, referrers); bring every blob into every target
+//! ([`blobs`]); then push child manifests by digest, the root by digest, and the tag last, so a
+//! tag never points at content a target does not fully hold.
+
+pub mod blobs;
+pub mod progress;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, join_all};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
+
+use crate::config::ConfigError;
+use crate::manifest::{Contents, Descriptor, Manifest, PlatformFilter};
+use crate::reference::{Digest, Reference, Tag};
+use crate::registry::error::RegistryError;
+use crate::registry::{Registries, RepoClient};
+use blobs::{BlobAction, BlobContext, BlobTracker, ensure_blob};
+use progress::{Progress, Stats};
+
+/// Index nesting deeper than this is refused: real images nest one level, and a bound keeps a
+/// malicious registry from leading the relay in circles.
+const MAX_DEPTH: usize = 4;
+/// Cosign stores signatures, attestations and SBOMs under tags derived from the subject digest.
+const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
+/// How to copy.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Concurrent blob transfers (and image copies) at most.
+    pub jobs: usize,
+    /// Copy only these platforms of an index (the index is re-encoded: new digest).
+    pub platforms: Vec<PlatformFilter>,
+    /// Also copy referrers (OCI 1.1 and cosign-style tags) of every copied manifest.
+    pub referrers: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            jobs: 8,
+            platforms: Vec::new(),
+            referrers: false,
+        }
+    }
+}
+
+/// One source image and the targets it goes to.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub source: Reference,
+    pub targets: Vec<Reference>,
+}
+
+/// Why a copy to one target failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("registry settings: {0}")]
+    Config(String),
+    #[error("source {0} does not exist")]
+    SourceNotFound(Reference),
+    #[error("{target}: pinned digest differs from the source's {source_digest}")]
+    DigestMismatch {
+        target: Reference,
+        source_digest: Digest,
+    },
+    #[error("source {source_ref}: {reason}")]
+    Source {
+        source_ref: Reference,
+        reason: String,
+    },
+}
+
+impl From<ConfigError> for CopyError {
+    fn from(e: ConfigError) -> Self {
+        CopyError::Config(e.to_string())
+    }
+}
+
+impl CopyError {
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CopyError::Registry(e) if e.is_retryable())
+    }
+}
+
+/// What happened at one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetOutcome {
+    /// Content and tag were written.
+    Copied,
+    /// The target already resolved to the source digest: nothing was written.
+    AlreadyPresent,
+}
+
+/// The result of one [`CopyRequest`].
+#[derive(Debug)]
+pub struct CopyReport {
+    pub source: Reference,
+    /// The digest copied (after `--platform` filtering, when it applied).
+    pub digest: Option<Digest>,
+    /// Set when `--platform` dropped children: the index digest differs from the source's.
+    pub filtered_from: Option<Digest>,
+    pub targets: Vec<(Reference, Result<TargetOutcome, CopyError>)>,
+}
+
+impl CopyReport {
+    pub fn ok(&self) -> bool {
+        self.targets.iter().all(|(_, r)| r.is_ok())
+    }
+}
+
+/// A manifest and, for an index, its children.
+#[derive(Debug)]
+struct Node {
+    manifest: Manifest,
+    children: Vec<Node>,
+}
+
+impl Node {
+    /// Every manifest below and including this one, children before parents.
+    fn post_order<'a>(&'a self, out: &mut Vec<&'a Manifest>) {
+        for c in &self.children {
+            c.post_order(out);
+        }
+        out.push(&self.manifest);
+    }
+
+    fn blobs<'a>(&'a self, out: &mut Vec<&'a Descriptor>) {
+        match &self.manifest.contents {
+            Contents::Image { blobs } => out.extend(blobs),
+            Contents::Index { .. } => self.children.iter().for_each(|c| c.blobs(out)),
+        }
+    }
+}
+
+/// A manifest that refers to a copied one, and the tag it lives under, if any.
+#[derive(Debug)]
+struct Referrer {
+    node: Node,
+    tag: Option<Tag>,
+}
+
+/// The copy engine: shared registries, a bound on concurrent transfers, and what this run has
+/// already put where.
+pub struct Engine {
+    registries: Arc<Registries>,
+    opts: CopyOptions,
+    blob_ctx: BlobContext,
+}
+
+impl Engine {
+    pub fn new(registries: Arc<Registries>, opts: CopyOptions, progress: Progress) -> Self {
+        let blob_ctx = BlobContext {
+            tracker: Arc::new(BlobTracker::default()),
+            jobs: Arc::new(Semaphore::new(opts.jobs.max(1))),
+            stats: Arc::new(Stats::default()),
+            progress,
+        };
+        Engine {
+            registries,
+            opts,
+            blob_ctx,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.blob_ctx.stats
+    }
+
+    pub fn registries(&self) -> &Registries {
+        &self.registries
+    }
+
+    /// Copy many requests concurrently, sharing blob deduplication and mounts across them.
+    pub async fn copy_all(&self, requests: Vec<CopyRequest>) -> Vec<CopyReport> {
+        futures_util::stream::iter(requests.into_iter().map(|r| self.copy(r)))
+            .buffered(self.opts.jobs.max(1))
+            .collect()
+            .await
+    }
+
+    /// Copy one source image to its targets. Never fails as a whole: each target has its result.
+    pub async fn copy(&self, req: CopyRequest) -> CopyReport {
+        let mut report = CopyReport {
+            source: req.source.clone(),
+            digest: None,
+            filtered_from: None,
+            targets: Vec::new(),
+        };
+        let fail_all = |report: &mut CopyReport, e: CopyError| {
+            report.targets = req
+                .targets
+                .iter()
+                .map(|t| (t.clone(), Err(e.clone())))
+                .collect();
+        };
+        let source = match self.registries.repo(&req.source.repo) {
+            Ok(s) => s,
+            Err(e) => {
+                fail_all(&mut report, e.into());
+                return report;
+            }
+        };
+        let (digest, mut root) = match self.resolve_source(&source, &req.source).await {
+            Ok(v) => v,
+            Err(e) => {
+                fail_all(&mut report, e);
+                return report;
+            }
+        };
+        let mut digest = digest;
+        if !self.opts.platforms.is_empty() {
+            match self
+                .filtered_root(&source, &req.source, &digest, root.take())
+                .await
+            {
+                Ok(Some(m)) => {
+                    tracing::warn!(
+                        source = %req.source,
+                        "--platform keeps {} of the index: the copied index has digest {} instead of the source's {}",
+                        platforms_text(&self.opts.platforms), m.digest, digest
+                    );
+                    report.filtered_from = Some(digest.clone());
+                    digest = m.digest.clone();
+                    root = Some(m);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    fail_all(&mut report, e);
+                    return report;
+                }
+            }
+        }
+        report.digest = Some(digest.clone());
+
+        // Which targets lack the image: one manifest HEAD each.
+        let checks = join_all(
+            req.targets
+                .iter()
+                .map(|t| self.check_target(&req.source, t, &digest)),
+        )
+        .await;
+        let mut pending = Vec::new();
+        let mut results: Vec<Option<Result<TargetOutcome, CopyError>>> =
+            vec![None; req.targets.len()];
+        for (i, c) in checks.into_iter().enumerate() {
+            match c {
+                Ok(Some(client)) => pending.push((i, client)),
+                Ok(None) => results[i] = Some(Ok(TargetOutcome::AlreadyPresent)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !pending.is_empty() {
+            match self
+                .read_tree(&source, &digest, root, report.filtered_from.is_some())
+                .await
+            {
+                Err(e) => {
+                    for (i, _) in &pending {
+                        results[*i] = Some(Err(e.clone()));
+                    }
+                }
+                Ok((node, referrers)) => {
+                    let targets: Vec<RepoClient> = pending.iter().map(|(_, c)| c.clone()).collect();
+                    let outcomes = self
+                        .write_targets(&source, &node, &referrers, &req, &pending, &targets)
+                        .await;
+                    for ((i, _), r) in pending.iter().zip(outcomes) {
+                        results[*i] = Some(r);
+                    }
+                }
+            }
+        }
+        report.targets = req
+            .targets
+            .iter()
+            .cloned()
+            .zip(
+                results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Ok(TargetOutcome::Copied))),
+            )
+            .collect();
+        report
+    }
+
+    /// The source digest, with the manifest when it had to be fetched to learn it.
+    async fn resolve_source(
+        &self,
+        source: &RepoClient,
+        reference: &Reference,
+    ) -> Result<(Digest, Option<Manifest>), CopyError> {
+        if let Some(d) = &reference.digest {
+            return Ok((d.clone(), None));
+        }
+        let r = reference.manifest_ref();
+        match source.head_manifest(&r).await? {
+            None => Err(CopyError::SourceNotFound(reference.clone())),
+            Some(head) => match head.digest {
+                Some(d) => Ok((d, None)),
+                // No Docker-Content-Digest: the bytes tell.
+                None => {
+                    let m = source.get_manifest(&r).await?;
+                    Ok((m.digest.clone(), Some(m)))
+                }
+            },
+        }
+    }
+
+    /// With `--platform`, the source index reduced to the selected children; `None` when the
+    /// source is a single image (nothing to filter).
+    async fn filtered_root(
+        &self,
+        source: &RepoClient,
+        reference: &Reference,
+        digest: &Digest,
+        root: Option<Manifest>,
+    ) -> Result<Option<Manifest>, CopyError> {
+        let root = match root {
+            Some(m) => m,
+            None => source.get_manifest(digest.as_str()).await?,
+        };
+        if !root.is_index() {
+            return Ok(None);
+        }
+        let platforms = &self.opts.platforms;
+        let filtered = root
+            .filter_index(|c| {
+                c.platform
+                    .as_ref()
+                    .is_some_and(|p| platforms.iter().any(|f| f.matches(p)))
+            })
+            .map_err(|e| CopyError::Source {
+                source_ref: reference.clone(),
+                reason: e.to_string(),
+            })?;
+        if matches!(&filtered.contents, Contents::Index { manifests } if manifests.is_empty()) {
+            return Err(CopyError::Source {
+                source_ref: reference.clone(),
+                reason: format!("no child matches --platform {}", platforms_text(platforms)),
+            });
+        }
+        Ok(Some(filtered))
+    }
+
+    /// `Some(client)` when the target needs the image, `None` when its tag (or digest) already
+    /// resolves to `digest`.
+    async fn check_target(
+        &self,
+        source: &Reference,
+        target: &Reference,
+        digest: &Digest,
+    ) -> Result<Option<RepoClient>, CopyError> {
+        if let Some(pinned) = &target.digest {
+            if pinned != digest {
+                return Err(CopyError::DigestMismatch {
+                    target: target.clone(),
+                    source_digest: digest.clone(),
+                });
+            }
+        }
+        let client = self.registries.repo(&target.repo)?;
+        let reference =
+            target_tag(source, target).map_or_else(|| digest.to_string(), |t| t.to_string());
+        match client.head_manifest(&reference).await? {
+            Some(h) if h.digest.as_ref() == Some(digest) => Ok(None),
+            _ => Ok(Some(client)),
+        }
+    }
+
+    /// Fetch the manifest tree below `digest`, and its referrers when asked for.
+    async fn read_tree(
+        &self,
+        source: &RepoClient,
+        digest: &Digest,
+        root: Option<Manifest>,
+        filtered: bool,
+    ) -> Result<(Node, Vec<Referrer>), CopyError> {
+        let root = match root {
+            Some(m) => m,
+            None => source.get_manifest(digest.as_str()).await?,
+        };
+        let node = fetch_children(source.clone(), root, 0).await?;
+        let mut referrers = Vec::new();
+        if self.opts.referrers {
+            let mut subjects = Vec::new();
+            node.post_order(&mut subjects);
+            // A filtered index is new: nothing can refer to it yet.
+            if filtered {
+                subjects.pop();
+            }
+            let mut seen = HashSet::new();
+            for m in subjects {
+                for r in find_referrers(source, &m.digest).await? {
+                    if seen.insert((r.node.manifest.digest.clone(), r.tag.clone())) {
+                        referrers.push(r);
+                    }
+                }
+            }
+        }
+        Ok((node, referrers))
+    }
+
+    /// Blobs into every pending target, then manifests children-first, then the tag, then
+    /// referrers. One result per pending target; a failing target does not stop the others.
+    async fn write_targets(
+        &self,
+        source: &RepoClient,
+        node: &Node,
+        referrers: &[Referrer],
+        req: &CopyRequest,
+        pending: &[(usize, RepoClient)],
+        targets: &[RepoClient],
+    ) -> Vec<Result<TargetOutcome, CopyError>> {
+        let mut all = Vec::new();
+        node.blobs(&mut all);
+        for r in referrers {
+            r.node.blobs(&mut all);
+        }
+        let mut seen = HashSet::new();
+        all.retain(|d| seen.insert(d.digest.clone()));
+
+        let blob_results = join_all(
+            all.iter()
+                .map(|b| ensure_blob(&self.blob_ctx, source, b, targets)),
+        )
+        .await;
+        let mut failed: HashMap<usize, CopyError> = HashMap::new();
+        for per_target in blob_results {
+            for (k, r) in per_target.into_iter().enumerate() {
+                match r {
+                    Ok(BlobAction::Skipped) => self.blob_ctx.stats.skipped(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed.entry(k).or_insert(CopyError::Registry(e));
+                    }
+                }
+            }
+        }
+        join_all(pending.iter().enumerate().map(|(k, (i, client))| {
+            let blob_error = failed.remove(&k);
+            let target = &req.targets[*i];
+            async move {
+                if let Some(e) = blob_error {
+                    return Err(e);
+                }
+                self.push_manifests(client, node).await?;
+                if let Some(tag) = target_tag(&req.source, target) {
+                    client.put_manifest(tag.as_str(), &node.manifest).await?;
+                    self.blob_ctx.stats.manifest_pushed();
+                }
+                for r in referrers {
+                    self.push_manifests(client, &r.node).await?;
+                    if let Some(tag) = &r.tag {
+                        client.put_manifest(tag.as_str(), &r.node.manifest).await?;
+                        self.blob_ctx.stats.manifest_pushed();
+                    }
+                }
+                tracing::info!(target = %target, digest = %node.manifest.digest, "copied");
+                Ok(TargetOutcome::Copied)
+            }
+        }))
+        .await
+    }
+
+    /// Push a manifest tree by digest, children first. An index the registry refuses with
+    /// MANIFEST_BLOB_UNKNOWN (children lost since they were pushed, or not yet visible)
+    /// gets its children pushed again, once.
+    fn push_manifests<'a>(
+        &'a self,
+        client: &'a RepoClient,
+        node: &'a Node,
+    ) -> BoxFuture<'a, Result<(), CopyError>> {
+        async move {
+            for c in &node.children {
+                self.push_manifests(client, c).await?;
+            }
+            let m = &node.manifest;
+            match client.put_manifest(m.digest.as_str(), m).await {
+                Ok(_) => {}
+                Err(e) if m.is_index() && (e.has_code("MANIFEST_BLOB_UNKNOWN") || e.has_code("MANIFEST_UNKNOWN")) => {
+                    tracing::warn!(error = %e, "target lost children of the index; pushing them again");
+                    for c in &node.children {
+                        client.put_manifest(c.manifest.digest.as_str(), &c.manifest).await?;
+                    }
+                    client.put_manifest(m.digest.as_str(), m).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.blob_ctx.stats.manifest_pushed();
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// The tag to set on a target: its own, else the source's.
+fn target_tag<'a>(source: &'a Reference, target: &'a Reference) -> Option<&'a Tag> {
+    target.tag.as_ref().or(source.tag.as_ref())
+}
+
+fn platforms_text(p: &[PlatformFilter]) -> String {
+    p.iter()
+        .map(|f| match &f.variant {
+            Some(v) => format!("{}/{}/{v}", f.os, f.architecture),
+            None => format!("{}/{}", f.os, f.architecture),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fetch_children(
+    source: RepoClient,
+    manifest: Manifest,
+    depth: usize,
+) -> BoxFuture<'static, Result<Node, CopyError>> {
+    async move {
+        let Contents::Index { manifests } = &manifest.contents else {
+            return Ok(Node {
+                manifest,
+                children: Vec::new(),
+            });
+        };
+        if depth >= MAX_DEPTH {
+            return Err(CopyError::Source {
+                source_ref: source.repository().at(manifest.digest.clone()),
+                reason: format!("indexes nested deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        let mut seen = HashSet::new();
+        let wanted: Vec<&Descriptor> = manifests
+            .iter()
+            .filter(|d| seen.insert(d.digest.clone()))
+            .collect();
+        let children = futures_util::future::try_join_all(wanted.into_iter().map(|d| {
+            let source = source.clone();
+            let digest = d.digest.clone();
+            async move {
+                let m = source.get_manifest(digest.as_str()).await?;
+                fetch_children(source, m, depth + 1).await
+            }
+        }))
+        .await?;
+        Ok(Node { manifest, children })
+    }
+    .boxed()
+}
+
+/// What refers to `subject` in the source: OCI 1.1 referrers (the API, or the `sha256-HEX`
+/// fallback tag when the API answers 404) and cosign's `sha256-HEX.{sig,att,sbom}` tags.
+async fn find_referrers(source: &RepoClient, subject: &Digest) -> Result<Vec<Referrer>, CopyError> {
+    let mut out = Vec::new();
+    let descriptors = match source.referrers(subject).await? {
+        Some(list) => list,
+        None => {
+            // Referrers tag schema (distribution-spec 1.1, "Unavailable Referrers API").
+            let tag = subject.tag_form();
+            match source.head_manifest(&tag).await? {
+                None => Vec::new(),
+                Some(_) => {
+                    let index = source.get_manifest(&tag).await?;
+                    let list = match &index.contents {
+                        Contents::Index { manifests } => manifests.clone(),
+                        Contents::Image { .. } => Vec::new(),
+                    };
+                    out.push(Referrer {
+                        node: Node {
+                            manifest: index,
+                            children: Vec::new(),
+                        },
+                        tag: tag.parse().ok(),
+                    });
+                    list
+                }
+            }
+        }
+    };
+    for d in descriptors {
+        let m = source.get_manifest(d.digest.as_str()).await?;
+        let node = fetch_children(source.clone(), m, 1).await?;
+        out.push(Referrer { node, tag: None });
+    }
+    for suffix in COSIGN_SUFFIXES {
+        let tag = format!("{}.{suffix}", subject.tag_form());
+        if source.head_manifest(&tag).await?.is_some() {
+            let m = source.get_manifest(&tag).await?;
+            let node = fetch_children(source.clone(), m, 1).await?;
+            out.push(Referrer {
+                node,
+                tag: tag.parse().ok(),
+            });
+        }
+    }
+    // The fallback index lists referrers: push it after them.
+    out.sort_by_key(|r| r.tag.as_ref().is_some_and(|t| !t.as_str().contains('.')));
+    Ok(out)
+}

@@ -1,0 +1,13 @@
+//! image-relay: replicate release images from a source registry to target registries,
+//! byte-exact, streaming and verified.
+//!
+//! The data's path through the program: a request names images ([`reference`]), the
+//! [`copy`] engine plans what each target lacks from the source's [`manifest`]s, and
+//! [`registry`] speaks the distribution protocol with the settings of [`config`].
+
+pub mod cli;
+pub mod config;
+pub mod copy;
+pub mod manifest;
+pub mod reference;
+pub mod registry;

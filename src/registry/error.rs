@@ -1,0 +1,191 @@
+//! One error type for everything a registry can answer, carrying enough to act on it: which
+//! registry, repository and object, the HTTP status, the registry's error codes, and whether a
+//! retry can help.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What was being done when a registry failed: named in every error.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub method: &'static str,
+    pub registry: String,
+    pub repository: String,
+    /// `manifest v1`, `blob sha256:...`, `upload`, `tags`.
+    pub object: String,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} on {}/{}",
+            self.method, self.object, self.registry, self.repository
+        )
+    }
+}
+
+/// One entry of the distribution spec's error body `{"errors":[{"code":..,"message":..}]}`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ErrorCode {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+fn codes_suffix(codes: &[ErrorCode]) -> String {
+    codes
+        .iter()
+        .map(|c| {
+            if c.message.is_empty() {
+                format!(" {}", c.code)
+            } else {
+                format!(" {}: {}", c.code, c.message)
+            }
+        })
+        .collect()
+}
+
+/// A failed registry operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry answered with an unexpected status.
+    #[error("{op}: HTTP {status}{}", codes_suffix(.codes))]
+    Status {
+        op: Op,
+        status: u16,
+        codes: Vec<ErrorCode>,
+        /// From `Retry-After`, already capped.
+        retry_after: Option<Duration>,
+    },
+    /// No answer: connection refused or reset, timeout, broken body stream.
+    #[error("{op}: {detail}")]
+    Transport { op: Op, detail: String },
+    /// The bytes did not match their descriptor: never retried, never pushed.
+    #[error("{op}: content does not match its descriptor: {detail}")]
+    Content { op: Op, detail: String },
+    /// The registry broke the protocol (missing header, unparsable answer).
+    #[error("{op}: {detail}")]
+    Protocol { op: Op, detail: String },
+    /// Credentials could not be obtained or were refused by the token service.
+    #[error("{op}: authentication failed: {detail}")]
+    Auth { op: Op, detail: String },
+}
+
+impl RegistryError {
+    pub fn op(&self) -> &Op {
+        match self {
+            RegistryError::Status { op, .. }
+            | RegistryError::Transport { op, .. }
+            | RegistryError::Content { op, .. }
+            | RegistryError::Protocol { op, .. }
+            | RegistryError::Auth { op, .. } => op,
+        }
+    }
+
+    /// HTTP status, when the registry answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same thing again later can succeed on its own: no answer, 408, 429,
+    /// 5xx. 401/403 are not: they need someone to grant access first.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Transport { .. } => true,
+            RegistryError::Status { status, .. } => {
+                matches!(status, 408 | 429) || (500..=599).contains(status)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the object (or its repository) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// Whether the registry refused access: missing or insufficient permission.
+    pub fn is_denied(&self) -> bool {
+        matches!(self.status(), Some(401 | 403)) || matches!(self, RegistryError::Auth { .. })
+    }
+
+    /// Whether the registry named this error code (`MANIFEST_BLOB_UNKNOWN`, `DENIED`...).
+    pub fn has_code(&self, code: &str) -> bool {
+        matches!(self, RegistryError::Status { codes, .. } if codes.iter().any(|c| c.code == code))
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Parse the distribution error body; anything else yields no codes.
+pub fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<ErrorCode>,
+    }
+    serde_json::from_slice::<Body>(body)
+        .map(|b| b.errors)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op() -> Op {
+        Op {
+            method: "PUT",
+            registry: "r.example".into(),
+            repository: "team/app".into(),
+            object: "manifest v1".into(),
+        }
+    }
+
+    #[test]
+    fn status_errors_name_registry_repository_object_status_and_codes() {
+        let e = RegistryError::Status {
+            op: op(),
+            status: 400,
+            codes: parse_error_body(
+                br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown"}]}"#,
+            ),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "PUT manifest v1 on r.example/team/app: HTTP 400 MANIFEST_BLOB_UNKNOWN: blob unknown"
+        );
+        assert!(e.has_code("MANIFEST_BLOB_UNKNOWN"));
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn retryable_statuses_are_408_429_and_5xx() {
+        for (s, want) in [
+            (408, true),
+            (429, true),
+            (500, true),
+            (503, true),
+            (401, false),
+            (403, false),
+            (404, false),
+        ] {
+            let e = RegistryError::Status {
+                op: op(),
+                status: s,
+                codes: vec![],
+                retry_after: None,
+            };
+            assert_eq!(e.is_retryable(), want, "status {s}");
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! The OCI distribution protocol, as a small client on reqwest: the only module that knows
+//! HTTP, status codes and registry quirks. Everything above it speaks in repositories,
+//! references, digests and manifests.
+//!
+//! Why not oci-client: its credentials stick to a host for the life of a client (Google tokens
+//! expire hourly), its streamed pushes are chunked (Artifact Registry refuses chunked uploads),
+//! its mount neither asks for a two-repository scope nor accepts a 202, it has no retries and
+//! loses statuses, and it drops the manifest `Content-Type` we must push back unchanged. Working
+//! around all of that would leave little of it in use (`docs/design.md`).
+
+pub mod auth;
+pub mod error;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::config::{ConfigError, RegistryConfig};
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::reference::{Digest, Repository};
+use auth::{Challenge, HostAuth, Scope};
+use error::{Op, RegistryError, parse_error_body};
+use retry::{Backoff, RetryPolicy, parse_retry_after};
+
+/// Registries answer a manifest GET with the whole document; 4 MiB is the size the OCI
+/// distribution spec asks registries to accept, so anything larger is not a manifest we can push.
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Redirect hops followed on a blob GET (Artifact Registry and S3-backed registries use one).
+const MAX_REDIRECTS: usize = 5;
+
+/// One registry host: base URL, credentials and token cache, shared backoff, request count.
+#[derive(Debug)]
+pub struct Host {
+    name: String,
+    base: String,
+    auth: HostAuth,
+    backoff: Backoff,
+    requests: AtomicU64,
+}
+
+impl Host {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Requests sent to this host so far (token exchanges with a separate realm excluded).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Every registry of one process: a shared HTTP connection pool and per-host state.
+#[derive(Debug)]
+pub struct Registries {
+    http: reqwest::Client,
+    config: RegistryConfig,
+    retry: Arc<RetryPolicy>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+}
+
+impl Registries {
+    pub fn new(config: RegistryConfig, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            // Redirects are followed by hand on blob GETs only, to decide per hop whether the
+            // registry's credentials may go along (never to another host).
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            // A stalled stream fails the attempt (and is retried) instead of hanging a copy.
+            .read_timeout(Duration::from_secs(120))
+            .tcp_nodelay(true)
+            .user_agent(concat!("image-relay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Registries {
+            http,
+            config,
+            retry: Arc::new(retry),
+            hosts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The state of a host, created on first use.
+    pub fn host(&self, name: &str) -> Result<Arc<Host>, ConfigError> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hosts.get(name) {
+            return Ok(h.clone());
+        }
+        let scheme = if self.config.insecure(name) {
+            "http"
+        } else {
+            "https"
+        };
+        let h = Arc::new(Host {
+            name: name.to_owned(),
+            base: format!("{scheme}://{name}"),
+            auth: HostAuth::new(self.config.credentials(name)?),
+            backoff: Backoff::default(),
+            requests: AtomicU64::new(0),
+        });
+        hosts.insert(name.to_owned(), h.clone());
+        Ok(h)
+    }
+
+    /// A client for one repository.
+    pub fn repo(&self, repo: &Repository) -> Result<RepoClient, ConfigError> {
+        Ok(RepoClient {
+            http: self.http.clone(),
+            host: self.host(&repo.registry)?,
+            path: repo.path.clone(),
+            retry: self.retry.clone(),
+        })
+    }
+
+    /// Requests sent to each host so far, by host name.
+    pub fn request_counts(&self) -> Vec<(String, u64)> {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = hosts
+            .values()
+            .map(|h| (h.name.clone(), h.requests()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// What a manifest HEAD tells.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    /// `Docker-Content-Digest`; registries are asked to send it, a few do not.
+    pub digest: Option<Digest>,
+    pub media_type: Option<String>,
+}
+
+/// The answer to a mount request.
+#[derive(Debug)]
+pub enum Mount {
+    /// 201: the blob is now in the target repository.
+    Mounted,
+    /// 202: the registry would not mount and opened an upload session instead.
+    Upload(String),
+}
+
+/// Client for one repository on one registry.
+#[derive(Debug, Clone)]
+pub struct RepoClient {
+    http: reqwest::Client,
+    host: Arc<Host>,
+    path: String,
+    retry: Arc<RetryPolicy>,
+}
+
+impl RepoClient {
+    pub fn registry(&self) -> &str {
+        &self.host.name
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn repository(&self) -> Repository {
+        Repository {
+            registry: self.host.name.clone(),
+            path: self.path.clone(),
+        }
+    }
+
+    pub fn op(&self, method: &'static str, object: impl Into<String>) -> Op {
+        Op {
+            method,
+            registry: self.host.name.clone(),
+            repository: self.path.clone(),
+            object: object.into(),
+        }
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{}", self.host.base, self.path, rest)
+    }
+
+    /// Run `f` under this host's retry policy and shared backoff.
+    pub async fn retrying<T, F, Fut>(&self, f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        self.retry.run(&self.host.backoff, f).await
+    }
+
+    /// Send a request, going through the auth dance once if the registry answers 401.
+    /// `build` adds headers and a re-sendable body.
+    async fn send(
+        &self,
+        op: &Op,
+        method: Method,
+        url: &str,
+        scope: &Scope,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let mut resp = self
+            .send_once(op, method.clone(), url, scope, &build)
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Challenge::parse);
+            if let Some(c) = challenge {
+                self.host.auth.learn(c);
+                self.host.auth.forget(scope).await;
+                resp = self.send_once(op, method, url, scope, &build).await?;
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn send_once(
+        &self,
+        op: &Op,
+        method: Method,
+        url: &str,
+        scope: &Scope,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let header = self
+            .host
+            .auth
+            .header(&self.http, scope)
+            .await
+            .map_err(|e| RegistryError::Auth {
+                op: op.clone(),
+                detail: e.0,
+            })?;
+        let mut req = self.http.request(method, url);
+        if let Some(h) = header {
+            req = req.header(AUTHORIZATION, h);
+        }
+        self.host.requests.fetch_add(1, Ordering::Relaxed);
+        build(req).send().await.map_err(|e| transport(op, &e))
+    }
+
+    /// Turn an unexpected status into an error carrying the registry's error codes.
+    async fn fail(&self, op: &Op, resp: Response) -> RegistryError {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, self.retry.max_retry_after));
+        let body = resp.bytes().await.unwrap_or_default();
+        RegistryError::Status {
+            op: op.clone(),
+            status,
+            codes: parse_error_body(&body),
+            retry_after,
+        }
+    }
+
+    /// HEAD a manifest by tag or digest; `None` when absent.
+    pub async fn head_manifest(
+        &self,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        let op = self.op("HEAD", format!("manifest {reference}"));
+        let url = self.url(&format!("manifests/{reference}"));
+        let scope = Scope::pull(&self.path);
+        self.retrying(|_| async {
+            let resp = self
+                .send(&op, Method::HEAD, &url, &scope, |r| {
+                    r.header(ACCEPT, manifest::ACCEPT)
+                })
+                .await?;
+            match resp.status() {
+                s if s.is_success() => Ok(Some(ManifestHead {
+                    digest: header_str(&resp, "docker-content-digest").and_then(|d| d.parse().ok()),
+                    media_type: header_str(&resp, CONTENT_TYPE.as_str()).map(str::to_owned),
+                })),
+                StatusCode::NOT_FOUND => Ok(None),
+                _ => Err(self.fail(&op, resp).await),
+            }
+        })
+        .await
+    }
+
+    /// GET a manifest. The bytes are hashed: when `reference` is a digest they must match it,
+    /// and a `Docker-Content-Digest` the registry sends must match them too.
+    pub async fn get_manifest(&self, reference: &str) -> Result<Manifest, RegistryError> {
+        let op = self.op("GET", format!("manifest {reference}"));
+        let url = self.url(&format!("manifests/{reference}"));
+        let scope = Scope::pull(&self.path);
+        let pinned: Option<Digest> = reference.parse().ok();
+        self.retrying(|_| async {
+            let resp = self
+                .send(&op, Method::GET, &url, &scope, |r| {
+                    r.header(ACCEPT, manifest::ACCEPT)
+                })
+                .await?;
+            if !resp.status().is_success() {
+                return Err(self.fail(&op, resp).await);
+            }
+            let content_type = header_str(&resp, CONTENT_TYPE.as_str()).map(str::to_owned);
+            let announced: Option<Digest> =
+                header_str(&resp, "docker-content-digest").and_then(|d| d.parse().ok());
+            if resp
+                .content_length()
+                .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
+            {
+                return Err(RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+                });
+            }
+            let bytes = resp.bytes().await.map_err(|e| transport(&op, &e))?;
+            let want = pinned.clone().or(announced.clone());
+            let digest = match want {
+                Some(d) => {
+                    if !d.matches(&bytes) {
+                        return Err(RegistryError::Content {
+                            op: op.clone(),
+                            detail: format!("manifest bytes do not hash to {d}"),
+                        });
+                    }
+                    d
+                }
+                None => Digest::sha256_of(&bytes),
+            };
+            Manifest::parse(digest, content_type.as_deref(), bytes).map_err(|e| {
+                RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: e.to_string(),
+                }
+            })
+        })
+        .await
+    }
+
+    /// PUT a manifest under a tag or its digest, with its own bytes and media type. Returns
+    /// whether the registry answered with `OCI-Subject` (it indexes referrers itself).
+    pub async fn put_manifest(&self, reference: &str, m: &Manifest) -> Result<bool, RegistryError> {
+        let op = self.op("PUT", format!("manifest {reference}"));
+        let url = self.url(&format!("manifests/{reference}"));
+        let scope = Scope::push(&self.path);
+        self.retrying(|_| async {
+            let resp = self
+                .send(&op, Method::PUT, &url, &scope, |r| {
+                    r.header(CONTENT_TYPE, &m.media_type).body(m.bytes.clone())
+                })
+                .await?;
+            if !resp.status().is_success() {
+                return Err(self.fail(&op, resp).await);
+            }
+            if let Some(d) =
+                header_str(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok())
+            {
+                if d.algorithm() == m.digest.algorithm() && d != m.digest {
+                    return Err(RegistryError::Protocol {
+                        op: op.clone(),
+                        detail: format!(
+                            "registry stored the manifest as {d}, expected {}",
+                            m.digest
+                        ),
+                    });
+                }
+            }
+            Ok(resp.headers().contains_key("oci-subject"))
+        })
+        .await
+    }
+
+    /// DELETE a manifest or tag; a missing one counts as deleted.
+    pub async fn delete_manifest(&self, reference: &str) -> Result<(), RegistryError> {
+        let op = self.op("DELETE", format!("manifest {reference}"));
+        let url = self.url(&format!("manifests/{reference}"));
+        let scope = Scope::push(&self.path);
+        self.retrying(|_| async {
+            let resp = self.send(&op, Method::DELETE, &url, &scope, |r| r).await?;
+            match resp.status() {
+                s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+                _ => Err(self.fail(&op, resp).await),
+            }
+        })
+        .await
+    }
+
+    /// Whether a blob is present. A redirect means it is (the registry would serve it).
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let op = self.op("HEAD", format!("blob {digest}"));
+        let url = self.url(&format!("blobs/{digest}"));
+        let scope = Scope::push(&self.path);
+        self.retrying(|_| async {
+            let resp = self.send(&op, Method::HEAD, &url, &scope, |r| r).await?;
+            match resp.status() {
+                s if s.is_success() || s.is_redirection() => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(self.fail(&op, resp).await),
+            }
+        })
+        .await
+    }
+
+    /// Open a blob for reading: the 200 response whose body is the blob. Redirects are
+    /// followed, relative `Location` included; credentials go only to the registry's own origin.
+    /// Not retried here: the caller retries the whole transfer.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<Response, RegistryError> {
+        let op = self.op("GET", format!("blob {digest}"));
+        let scope = Scope::pull(&self.path);
+        let origin = url::Url::parse(&self.host.base).map_err(|e| RegistryError::Protocol {
+            op: op.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.send(&op, Method::GET, &url, &scope, |r| r).await?;
+        for _ in 0..MAX_REDIRECTS {
+            if !resp.status().is_redirection() {
+                break;
+            }
+            let location =
+                header_str(&resp, LOCATION.as_str()).ok_or_else(|| RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("HTTP {} without Location", resp.status().as_u16()),
+                })?;
+            let next = url::Url::parse(&url)
+                .and_then(|u| u.join(location))
+                .map_err(|e| RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("bad redirect Location {location:?}: {e}"),
+                })?;
+            url = next.to_string();
+            resp = if next.origin() == origin.origin() {
+                self.send(&op, Method::GET, &url, &scope, |r| r).await?
+            } else {
+                // Another host (a storage bucket's signed URL): it authorises by its URL alone,
+                // and the registry's credentials must not leak to it.
+                self.host.requests.fetch_add(1, Ordering::Relaxed);
+                self.http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| transport(&op, &e))?
+            };
+        }
+        if resp.status() != StatusCode::OK {
+            return Err(self.fail(&op, resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// Ask the registry to mount `digest` from repository `from` on the same host.
+    pub async fn mount_blob(&self, digest: &Digest, from: &str) -> Result<Mount, RegistryError> {
+        let op = self.op("POST", format!("blob {digest} (mount from {from})"));
+        let url = self.url(&format!("blobs/uploads/?mount={digest}&from={from}"));
+        let scope = Scope::mount(&self.path, from);
+        self.retrying(|_| async {
+            let resp = self
+                .send(&op, Method::POST, &url, &scope, |r| {
+                    r.header(CONTENT_LENGTH, "0")
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::CREATED => Ok(Mount::Mounted),
+                StatusCode::ACCEPTED => Ok(Mount::Upload(self.location(&op, &resp)?)),
+                _ => Err(self.fail(&op, resp).await),
+            }
+        })
+        .await
+    }
+
+    /// Open an upload session; returns its absolute URL.
+    pub async fn start_upload(&self, digest: &Digest) -> Result<String, RegistryError> {
+        let op = self.op("POST", format!("blob {digest} (upload)"));
+        let url = self.url("blobs/uploads/");
+        let scope = Scope::push(&self.path);
+        let resp = self
+            .send(&op, Method::POST, &url, &scope, |r| {
+                r.header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.fail(&op, resp).await);
+        }
+        self.location(&op, &resp)
+    }
+
+    /// Finish an upload session with the whole blob in one PUT with a Content-Length: the
+    /// monolithic form every registry accepts (Artifact Registry refuses chunked uploads).
+    pub async fn put_upload(
+        &self,
+        session: &str,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let op = self.op("PUT", format!("blob {digest}"));
+        let mut url = url::Url::parse(session).map_err(|e| RegistryError::Protocol {
+            op: op.clone(),
+            detail: format!("upload location {session:?}: {e}"),
+        })?;
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let scope = Scope::push(&self.path);
+        // A streamed body cannot be sent twice, so no 401 dance here: the session was opened
+        // with the same scope a moment ago.
+        let resp = self
+            .send_once(&op, Method::PUT, url.as_str(), &scope, |r| {
+                r.header(CONTENT_LENGTH, size)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(body)
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.fail(&op, resp).await);
+        }
+        Ok(())
+    }
+
+    /// Abandon an upload session so the registry frees it (best effort).
+    pub async fn cancel_upload(&self, session: &str) {
+        let op = self.op("DELETE", "upload session");
+        let scope = Scope::push(&self.path);
+        let _ = self
+            .send_once(&op, Method::DELETE, session, &scope, |r| r)
+            .await;
+    }
+
+    /// OCI 1.1 referrers of `digest`: `None` when the registry has no referrers API (404).
+    pub async fn referrers(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        let op = self.op("GET", format!("referrers of {digest}"));
+        let url = self.url(&format!("referrers/{digest}"));
+        let scope = Scope::pull(&self.path);
+        self.retrying(|_| async {
+            let resp = self
+                .send(&op, Method::GET, &url, &scope, |r| {
+                    r.header(ACCEPT, manifest::OCI_INDEX)
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND => return Ok(None),
+                _ => return Err(self.fail(&op, resp).await),
+            }
+            #[derive(serde::Deserialize)]
+            struct Index {
+                #[serde(default)]
+                manifests: Vec<Descriptor>,
+            }
+            let body = resp.bytes().await.map_err(|e| transport(&op, &e))?;
+            let idx: Index =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("referrers response is not an index: {e}"),
+                })?;
+            Ok(Some(idx.manifests))
+        })
+        .await
+    }
+
+    fn location(&self, op: &Op, resp: &Response) -> Result<String, RegistryError> {
+        let loc = header_str(resp, LOCATION.as_str()).ok_or_else(|| RegistryError::Protocol {
+            op: op.clone(),
+            detail: "upload response without Location".into(),
+        })?;
+        let base = url::Url::parse(resp.url().as_str()).map_err(|e| RegistryError::Protocol {
+            op: op.clone(),
+            detail: e.to_string(),
+        })?;
+        base.join(loc)
+            .map(|u| u.to_string())
+            .map_err(|e| RegistryError::Protocol {
+                op: op.clone(),
+                detail: format!("bad upload Location {loc:?}: {e}"),
+            })
+    }
+}
+
+fn header_str<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A transport failure, with the error chain flattened (reqwest's top-level message alone
+/// says only "error sending request").
+pub fn transport(op: &Op, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+    let mut detail = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    RegistryError::Transport {
+        op: op.clone(),
+        detail,
+    }
+}
