@@ -187,13 +187,13 @@ impl RepoClient {
         format!("{}/v2/{}/{}", self.host.base, self.path, rest)
     }
 
-    /// Run `f` under this host's retry policy and shared backoff.
+    /// Run `f` under the retry policy.
     pub async fn retrying<T, F, Fut>(&self, f: F) -> Result<T, RegistryError>
     where
         F: FnMut(u32) -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
-        self.retry.run(&self.host.backoff, f).await
+        self.retry.run(f).await
     }
 
     /// Send a request, going through the auth dance once if the registry answers 401.
@@ -241,6 +241,8 @@ impl RepoClient {
                 op: op.clone(),
                 detail: e.0,
             })?;
+        // Another worker may have been told to slow down by this host: everyone waits.
+        self.host.backoff.wait().await;
         let mut req = self.http.request(method, url);
         if let Some(h) = header {
             req = req.header(AUTHORIZATION, h);
@@ -257,6 +259,9 @@ impl RepoClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, self.retry.max_retry_after));
+        if let Some(d) = retry_after.filter(|_| status == 429 || status == 503) {
+            self.host.backoff.pause(d);
+        }
         let body = resp.bytes().await.unwrap_or_default();
         RegistryError::Status {
             op: op.clone(),

@@ -42,7 +42,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Wait out a pause another worker has set.
+    /// Wait out a pause set after this host said "slow down".
     pub async fn wait(&self) {
         let until = self.paused_until.lock().ok().and_then(|g| *g);
         if let Some(t) = until {
@@ -50,7 +50,8 @@ impl Backoff {
         }
     }
 
-    fn pause(&self, d: Duration) {
+    /// Hold every request to this host for `d` (extends, never shortens, a pause).
+    pub fn pause(&self, d: Duration) {
         if let Ok(mut g) = self.paused_until.lock() {
             let until = Instant::now() + d;
             if g.is_none_or(|cur| cur < until) {
@@ -74,8 +75,10 @@ impl RetryPolicy {
     }
 
     /// Run `op` until it succeeds, fails for good, or the budget is spent. `op` is the whole
-    /// unit of work (a blob transfer re-opens its source stream each time).
-    pub async fn run<T, F, Fut>(&self, backoff: &Backoff, mut op: F) -> Result<T, RegistryError>
+    /// unit of work (a blob transfer re-opens its source stream each time). The per-host pause
+    /// is applied by the client itself, to the host that answered 429/503 with `Retry-After`;
+    /// this loop only sleeps its own backoff between attempts.
+    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, RegistryError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
@@ -83,7 +86,6 @@ impl RetryPolicy {
         let start = Instant::now();
         let mut attempt = 0;
         loop {
-            backoff.wait().await;
             match op(attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
@@ -96,7 +98,7 @@ impl RetryPolicy {
                         return Err(e);
                     }
                     tracing::warn!(error = %e, attempt, delay_ms = d.as_millis() as u64, "retrying");
-                    backoff.pause(d);
+                    tokio::time::sleep(d).await;
                 }
             }
         }
@@ -153,11 +155,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retryable_errors_are_retried_until_success_honouring_retry_after() {
         let policy = RetryPolicy::default();
-        let backoff = Backoff::default();
         let calls = AtomicU32::new(0);
         let t0 = tokio::time::Instant::now();
         let v = policy
-            .run(&backoff, |_| async {
+            .run(|_| async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(status(429, Some(Duration::from_secs(2))))
                 } else {
@@ -172,12 +173,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_host_pause_holds_every_worker_until_it_ends() {
+        let backoff = Backoff::default();
+        backoff.pause(Duration::from_secs(3));
+        backoff.pause(Duration::from_secs(1)); // a shorter pause does not cut the longer one
+        let t0 = tokio::time::Instant::now();
+        backoff.wait().await;
+        assert!(t0.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried_and_attempts_are_bounded() {
         let policy = RetryPolicy::default();
-        let backoff = Backoff::default();
         let calls = AtomicU32::new(0);
         let e = policy
-            .run(&backoff, |_| async {
+            .run(|_| async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(status(403, None))
             })
@@ -187,7 +197,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         calls.store(0, Ordering::SeqCst);
         policy
-            .run(&backoff, |_| async {
+            .run(|_| async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(status(503, None))
             })
