@@ -136,7 +136,7 @@ impl Progress {
 
 fn short(d: &Digest) -> String {
     let h = d.hex();
-    format!("{}", &h[..h.len().min(12)])
+    h[..h.len().min(12)].to_owned()
 }
 
 /// One blob's share of the progress display.

@@ -3,14 +3,15 @@
 //! retry can help.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What was being done when a registry failed: named in every error.
 #[derive(Debug, Clone)]
 pub struct Op {
     pub method: &'static str,
-    pub registry: String,
-    pub repository: String,
+    pub registry: Arc<str>,
+    pub repository: Arc<str>,
     /// `manifest v1`, `blob sha256:...`, `upload`, `tags`.
     pub object: String,
 }
@@ -54,7 +55,7 @@ pub enum RegistryError {
     Status {
         op: Op,
         status: u16,
-        codes: Vec<ErrorCode>,
+        codes: Box<[ErrorCode]>,
         /// From `Retry-After`, already capped.
         retry_after: Option<Duration>,
     },
@@ -127,13 +128,13 @@ impl RegistryError {
 }
 
 /// Parse the distribution error body; anything else yields no codes.
-pub fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
+pub fn parse_error_body(body: &[u8]) -> Box<[ErrorCode]> {
     #[derive(serde::Deserialize)]
     struct Body {
         errors: Vec<ErrorCode>,
     }
     serde_json::from_slice::<Body>(body)
-        .map(|b| b.errors)
+        .map(|b| b.errors.into_boxed_slice())
         .unwrap_or_default()
 }
 
@@ -182,7 +183,7 @@ mod tests {
             let e = RegistryError::Status {
                 op: op(),
                 status: s,
-                codes: vec![],
+                codes: Box::new([]),
                 retry_after: None,
             };
             assert_eq!(e.is_retryable(), want, "status {s}");

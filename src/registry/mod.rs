@@ -38,7 +38,7 @@ const MAX_REDIRECTS: usize = 5;
 /// One registry host: base URL, credentials and token cache, shared backoff, request count.
 #[derive(Debug)]
 pub struct Host {
-    name: String,
+    name: Arc<str>,
     base: String,
     auth: HostAuth,
     backoff: Backoff,
@@ -100,7 +100,7 @@ impl Registries {
             "https"
         };
         let h = Arc::new(Host {
-            name: name.to_owned(),
+            name: name.into(),
             base: format!("{scheme}://{name}"),
             auth: HostAuth::new(self.config.credentials(name)?),
             backoff: Backoff::default(),
@@ -115,7 +115,7 @@ impl Registries {
         Ok(RepoClient {
             http: self.http.clone(),
             host: self.host(&repo.registry)?,
-            path: repo.path.clone(),
+            path: repo.path.as_str().into(),
             retry: self.retry.clone(),
         })
     }
@@ -125,7 +125,7 @@ impl Registries {
         let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = hosts
             .values()
-            .map(|h| (h.name.clone(), h.requests()))
+            .map(|h| (h.name.to_string(), h.requests()))
             .collect();
         v.sort();
         v
@@ -154,7 +154,7 @@ pub enum Mount {
 pub struct RepoClient {
     http: reqwest::Client,
     host: Arc<Host>,
-    path: String,
+    path: Arc<str>,
     retry: Arc<RetryPolicy>,
 }
 
@@ -169,8 +169,8 @@ impl RepoClient {
 
     pub fn repository(&self) -> Repository {
         Repository {
-            registry: self.host.name.clone(),
-            path: self.path.clone(),
+            registry: self.host.name.to_string(),
+            path: self.path.to_string(),
         }
     }
 

@@ -133,7 +133,7 @@ mod tests {
                 object: "manifest v1".into(),
             },
             status: s,
-            codes: vec![],
+            codes: Box::new([]),
             retry_after,
         }
     }

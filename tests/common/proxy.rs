@@ -1,0 +1,475 @@
+//! A loopback reverse proxy in front of one upstream registry, recording
+//! every request and injecting faults.
+//!
+//! Bodies are streamed both ways (axum body -> reqwest stream body, reqwest
+//! response stream -> axum body), so 300 MB blobs pass with constant memory.
+//! Redirects from upstream are passed to the client, never followed.
+//!
+//! Fault counting ("the first `times` requests") counts every request the
+//! proxy receives after `start`/`set_fault`, whatever its path or method.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::task::JoinHandle;
+
+/// Path prefix on which the proxy serves the targets of
+/// [`Fault::RedirectBlobsRelative`]: `/download/v2/...` is forwarded
+/// upstream as `/v2/...`. Always active, whatever the fault.
+pub const DOWNLOAD_PREFIX: &str = "/download";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass everything through; just record.
+    None,
+    /// On a 200 `GET /v2/<repo>/blobs/sha256:...`, flip (xor 0xff) the byte
+    /// at `offset` of the streamed body. Content-Length is kept, so only a
+    /// digest check can notice. Every such GET is corrupted until the fault
+    /// is changed; 206 range responses are left alone.
+    CorruptBlobByte { offset: u64 },
+    /// Answer the first `times` requests with 429 + `Retry-After:
+    /// retry_after` (and an OCI TOOMANYREQUESTS body), then pass through.
+    TooManyRequests { times: usize, retry_after: String },
+    /// Answer the first `times` requests with 503, then pass through.
+    ServerError { times: usize },
+    /// POST/PUT/PATCH/DELETE get 403 with an OCI `DENIED` error body.
+    RefuseWrites,
+    /// `GET /v2/<repo>/blobs/<digest>` gets `307` with an absolute
+    /// `Location: http://<to><same path>?X-Test-Signature=1` (like a
+    /// presigned storage URL; the query checks the client keeps it). `to` is
+    /// `host:port`: another [`Proxy`] (to record what the client sends
+    /// there) or the upstream itself. HEAD passes through.
+    RedirectBlobs { to: String },
+    /// Like `RedirectBlobs` but with a relative `Location:
+    /// /download/v2/<repo>/blobs/<digest>` served by this same proxy (see
+    /// [`DOWNLOAD_PREFIX`]).
+    RedirectBlobsRelative,
+    /// Like Artifact Registry: an upload session accepts one PATCH; any
+    /// further PATCH to the same upload path gets 416 with an OCI
+    /// `BLOB_UPLOAD_INVALID` body. So a client must upload a blob in one
+    /// PATCH + PUT, or one monolithic PUT.
+    RejectChunkedUploads,
+}
+
+/// One request as seen by the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query as received (e.g. `/v2/repo/blobs/uploads/x?_state=..`).
+    pub path: String,
+    /// Whether the client sent an `Authorization` header (of any scheme).
+    pub authorization: bool,
+    /// Status the proxy answered with (502 if upstream was unreachable).
+    pub status: u16,
+}
+
+pub struct Proxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    server: JoinHandle<()>,
+}
+
+struct ProxyState {
+    upstream: String,
+    /// `http://127.0.0.1:PORT` of this proxy, for Location rewriting.
+    self_url: String,
+    client: reqwest::Client,
+    /// Authorization added upstream when the client sent none (emulates a
+    /// presigned storage host in front of an auth registry).
+    inject_auth: Option<HeaderValue>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    fault: Fault,
+    /// Requests answered by a counted fault (429/503) so far.
+    faulted: usize,
+    /// PATCH count per upload path, for `RejectChunkedUploads`.
+    patches: HashMap<String, usize>,
+    log: Vec<RecordedRequest>,
+}
+
+/// What the handler does with a request, decided under the lock.
+enum Action {
+    Forward {
+        upstream_path: String,
+        corrupt_at: Option<u64>,
+    },
+    Answer(Response),
+}
+
+impl Proxy {
+    /// Proxy on a fresh 127.0.0.1 port in front of `upstream_host`
+    /// (`127.0.0.1:PORT`).
+    pub async fn start(upstream_host: &str, fault: Fault) -> Proxy {
+        Self::start_inner(upstream_host, fault, None).await
+    }
+
+    /// Like [`Proxy::start`], but requests that arrive without an
+    /// Authorization header are sent upstream with basic `user:pass`.
+    /// Use it as the redirect target of [`Fault::RedirectBlobs`] in front of
+    /// an auth registry: it plays a storage host that needs no client
+    /// credentials, while `requests()` still shows what the client sent.
+    pub async fn start_injecting_auth(
+        upstream_host: &str,
+        fault: Fault,
+        user: &str,
+        pass: &str,
+    ) -> Proxy {
+        let token = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{user}:{pass}"),
+        );
+        let value = HeaderValue::from_str(&format!("Basic {token}")).expect("valid header value");
+        Self::start_inner(upstream_host, fault, Some(value)).await
+    }
+
+    async fn start_inner(
+        upstream_host: &str,
+        fault: Fault,
+        inject_auth: Option<HeaderValue>,
+    ) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("proxy local_addr");
+        let client = reqwest::Client::builder()
+            // The client must see upstream redirects itself.
+            .redirect(reqwest::redirect::Policy::none())
+            // No pooled connections: after a registry restart a stale
+            // pooled connection would turn into a spurious error.
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("build proxy upstream client");
+        let state = Arc::new(ProxyState {
+            upstream: upstream_host.to_string(),
+            self_url: format!("http://{addr}"),
+            client,
+            inject_auth,
+            inner: Mutex::new(Inner {
+                fault,
+                faulted: 0,
+                patches: HashMap::new(),
+                log: Vec::new(),
+            }),
+        });
+        let app = Router::new()
+            .fallback(handle)
+            // Blobs can be hundreds of MB; the handler streams them anyway.
+            .layer(DefaultBodyLimit::disable())
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            // Only ends on an accept error or when aborted on Drop.
+            let _ = axum::serve(listener, app).await;
+        });
+        Proxy {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Replace the fault; resets the 429/503 and PATCH counters.
+    pub fn set_fault(&self, fault: Fault) {
+        let mut inner = self.state.lock();
+        inner.fault = fault;
+        inner.faulted = 0;
+        inner.patches.clear();
+    }
+
+    /// Requests so far, in the order their responses started.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.lock().log.clone()
+    }
+
+    pub fn reset_requests(&self) {
+        self.state.lock().log.clear();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Stops accepting; connections in flight end with the runtime.
+        self.server.abort();
+    }
+}
+
+impl ProxyState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread must not hide the log from other asserts.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, method: &Method, path: &str, authorization: bool, status: StatusCode) {
+        self.lock().log.push(RecordedRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            authorization,
+            status: status.as_u16(),
+        });
+    }
+
+    fn decide(&self, method: &Method, path_and_query: &str) -> Action {
+        let path = path_and_query.split('?').next().unwrap_or("");
+        if let Some(rest) = path_and_query.strip_prefix(DOWNLOAD_PREFIX) {
+            if rest.starts_with("/v2/") {
+                return Action::Forward {
+                    upstream_path: rest.to_string(),
+                    corrupt_at: None,
+                };
+            }
+        }
+        let blob_get = *method == Method::GET && is_blob_path(path);
+        let forward = |corrupt_at| Action::Forward {
+            upstream_path: path_and_query.to_string(),
+            corrupt_at,
+        };
+        let mut inner = self.lock();
+        match inner.fault.clone() {
+            Fault::None => forward(None),
+            Fault::CorruptBlobByte { offset } => forward(blob_get.then_some(offset)),
+            Fault::TooManyRequests { times, retry_after } if inner.faulted < times => {
+                inner.faulted += 1;
+                let mut resp = oci_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    "rate limited by test proxy",
+                );
+                if let Ok(v) = HeaderValue::from_str(&retry_after) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Action::Answer(resp)
+            }
+            Fault::ServerError { times } if inner.faulted < times => {
+                inner.faulted += 1;
+                Action::Answer(oci_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "unavailable (test proxy)",
+                ))
+            }
+            Fault::TooManyRequests { .. } | Fault::ServerError { .. } => forward(None),
+            Fault::RefuseWrites
+                if matches!(
+                    *method,
+                    Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+                ) =>
+            {
+                Action::Answer(oci_error(
+                    StatusCode::FORBIDDEN,
+                    "DENIED",
+                    "writes refused by test proxy",
+                ))
+            }
+            Fault::RefuseWrites => forward(None),
+            Fault::RedirectBlobs { to } if blob_get => {
+                let sep = if path_and_query.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                Action::Answer(redirect(&format!(
+                    "http://{to}{path_and_query}{sep}X-Test-Signature=1"
+                )))
+            }
+            Fault::RedirectBlobsRelative if blob_get => {
+                Action::Answer(redirect(&format!("{DOWNLOAD_PREFIX}{path_and_query}")))
+            }
+            Fault::RedirectBlobs { .. } | Fault::RedirectBlobsRelative => forward(None),
+            Fault::RejectChunkedUploads
+                if *method == Method::PATCH && path.contains("/blobs/uploads/") =>
+            {
+                let n = inner.patches.entry(path.to_string()).or_insert(0);
+                *n += 1;
+                if *n > 1 {
+                    Action::Answer(oci_error(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "BLOB_UPLOAD_INVALID",
+                        "chunked uploads not supported (test proxy): one PATCH per session",
+                    ))
+                } else {
+                    forward(None)
+                }
+            }
+            Fault::RejectChunkedUploads => forward(None),
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request,
+        upstream_path: &str,
+        corrupt_at: Option<u64>,
+    ) -> Response {
+        let (parts, body) = req.into_parts();
+        let mut headers = strip_hop_by_hop(&parts.headers);
+        if let Some(auth) = &self.inject_auth {
+            if !headers.contains_key(header::AUTHORIZATION) {
+                headers.insert(header::AUTHORIZATION, auth.clone());
+            }
+        }
+        // Attach a body only when the client sent one: a stream body on a
+        // GET would go out as `Transfer-Encoding: chunked`.
+        let content_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let has_body = content_length.is_some_and(|n| n > 0)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        let url = format!("http://{}{}", self.upstream, upstream_path);
+        let mut rb = self
+            .client
+            .request(parts.method.clone(), url)
+            .headers(headers);
+        if has_body {
+            rb = rb.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+        }
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return oci_error(
+                    StatusCode::BAD_GATEWAY,
+                    "UNAVAILABLE",
+                    &format!("upstream: {e:#}"),
+                );
+            }
+        };
+        let status = resp.status();
+        let mut out_headers = strip_hop_by_hop(resp.headers());
+        if let Some(loc) = out_headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let upstream_url = format!("http://{}", self.upstream);
+            if let Some(rest) = loc.strip_prefix(&upstream_url) {
+                let rewritten = format!("{}{rest}", self.self_url);
+                if let Ok(v) = HeaderValue::from_str(&rewritten) {
+                    out_headers.insert(header::LOCATION, v);
+                }
+            }
+        }
+        let stream = resp.bytes_stream();
+        let body = match corrupt_at {
+            Some(offset) if status == StatusCode::OK => Body::from_stream(corrupt(stream, offset)),
+            _ => Body::from_stream(stream),
+        };
+        let mut out = Response::new(body);
+        *out.status_mut() = status;
+        // An explicit Content-Length is kept by hyper even for a stream body.
+        *out.headers_mut() = out_headers;
+        out
+    }
+}
+
+async fn handle(State(state): State<Arc<ProxyState>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let authorization = req.headers().contains_key(header::AUTHORIZATION);
+    let resp = match state.decide(&method, &path) {
+        Action::Forward {
+            upstream_path,
+            corrupt_at,
+        } => state.forward(req, &upstream_path, corrupt_at).await,
+        Action::Answer(resp) => {
+            // Read the request body before answering: replying while the
+            // client is still sending makes it see a reset, not our status.
+            let mut body = req.into_body().into_data_stream();
+            while let Some(Ok(_)) = body.next().await {}
+            resp
+        }
+    };
+    state.record(&method, &path, authorization, resp.status());
+    resp
+}
+
+/// `/v2/<name>/blobs/sha256:<hex>` (not an upload path).
+fn is_blob_path(path: &str) -> bool {
+    path.starts_with("/v2/")
+        && path
+            .rsplit_once("/blobs/")
+            .is_some_and(|(_, d)| d.starts_with("sha256:") && !d.contains('/'))
+}
+
+fn strip_hop_by_hop(src: &HeaderMap) -> HeaderMap {
+    const HOP: [&str; 10] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        // Host is set by reqwest from the upstream URL; upstream Locations
+        // then point at the upstream and are rewritten on the way back.
+        "host",
+    ];
+    let mut out = src.clone();
+    for h in HOP {
+        out.remove(HeaderName::from_static(h));
+    }
+    out
+}
+
+fn oci_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "code": code, "message": message }] }).to_string();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn redirect(location: &str) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let v = HeaderValue::from_str(location).expect("redirect location is a valid header");
+    resp.headers_mut().insert(header::LOCATION, v);
+    resp
+}
+
+/// Pass `stream` through, flipping the byte at absolute `offset`.
+fn corrupt<S, E>(stream: S, offset: u64) -> impl futures_util::Stream<Item = Result<Bytes, E>>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>>,
+{
+    let mut pos = 0u64;
+    stream.map(move |chunk| {
+        chunk.map(|b| {
+            let start = pos;
+            pos += b.len() as u64;
+            if (start..pos).contains(&offset) {
+                let mut m = BytesMut::from(&b[..]);
+                m[(offset - start) as usize] ^= 0xff;
+                m.freeze()
+            } else {
+                b
+            }
+        })
+    })
+}
