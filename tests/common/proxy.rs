@@ -85,7 +85,20 @@ struct ProxyState {
     /// Authorization added upstream when the client sent none (emulates a
     /// presigned storage host in front of an auth registry).
     inject_auth: Option<HeaderValue>,
+    /// When set, the proxy plays a registry with the distribution token flow.
+    token_auth: Option<TokenAuth>,
     inner: Mutex<Inner>,
+}
+
+/// The token flow of the distribution spec, as a token-auth registry runs it: `/v2/` requests
+/// without a token that covers their repository and action get `401` with a `Bearer`
+/// challenge; `GET /token?service=..&scope=..` with the right Basic credentials issues one.
+struct TokenAuth {
+    basic: String,
+    /// token -> granted scopes (`repository:NAME:pull,push`).
+    granted: Mutex<HashMap<String, Vec<String>>>,
+    /// Scopes asked for, one entry per token request.
+    requests: Mutex<Vec<Vec<String>>>,
 }
 
 struct Inner {
@@ -132,10 +145,46 @@ impl Proxy {
         Self::start_inner(upstream_host, fault, Some(value)).await
     }
 
+    /// A token-auth registry in front of `upstream_host`: the client must log in to the
+    /// proxy's `/token` realm with `user:pass` and present a bearer token per scope.
+    pub async fn start_token_auth(upstream_host: &str, user: &str, pass: &str) -> Proxy {
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{pass}")
+            )
+        );
+        let auth = TokenAuth {
+            basic,
+            granted: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
+        };
+        Self::start_full(upstream_host, Fault::None, None, Some(auth)).await
+    }
+
+    /// Scopes of every token request so far (token-auth proxies only).
+    pub fn token_requests(&self) -> Vec<Vec<String>> {
+        self.state
+            .token_auth
+            .as_ref()
+            .map(|t| t.requests.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
     async fn start_inner(
         upstream_host: &str,
         fault: Fault,
         inject_auth: Option<HeaderValue>,
+    ) -> Proxy {
+        Self::start_full(upstream_host, fault, inject_auth, None).await
+    }
+
+    async fn start_full(
+        upstream_host: &str,
+        fault: Fault,
+        inject_auth: Option<HeaderValue>,
+        token_auth: Option<TokenAuth>,
     ) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -154,6 +203,7 @@ impl Proxy {
             self_url: format!("http://{addr}"),
             client,
             inject_auth,
+            token_auth,
             inner: Mutex::new(Inner {
                 fault,
                 faulted: 0,
@@ -387,6 +437,12 @@ async fn handle(State(state): State<Arc<ProxyState>>, req: Request) -> Response 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
+    if let Some(t) = &state.token_auth {
+        if let Some(resp) = t.check(&state.self_url, &method, &path, req.headers()) {
+            state.record(&method, &path, authorization, resp.status());
+            return resp;
+        }
+    }
     let resp = match state.decide(&method, &path) {
         Action::Forward {
             upstream_path,
@@ -472,4 +528,109 @@ where
             }
         })
     })
+}
+
+impl TokenAuth {
+    /// `Some(response)` when the proxy answers itself (a token, or a 401 challenge); `None`
+    /// when the request carries a token that covers it and may go upstream.
+    fn check(
+        &self,
+        self_url: &str,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if path == "/token" {
+            if header != self.basic {
+                return Some(oci_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "bad credentials for the token service",
+                ));
+            }
+            let scopes: Vec<String> = pairs
+                .iter()
+                .filter(|(k, _)| k == "scope")
+                .map(|(_, v)| v.clone())
+                .collect();
+            let mut granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+            let token = format!("token-{}", granted.len() + 1);
+            granted.insert(token.clone(), scopes.clone());
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(scopes);
+            let body = serde_json::json!({ "token": token, "expires_in": 300 }).to_string();
+            return Some(
+                Response::builder()
+                    .status(200)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.into())
+                    .expect("token response"),
+            );
+        }
+        // Which repository and action this request needs.
+        let rest = path.strip_prefix("/v2/")?;
+        let name = ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
+            .iter()
+            .filter_map(|k| rest.find(k).map(|i| &rest[..i]))
+            .next()
+            .unwrap_or("");
+        let action = if matches!(*method, Method::GET | Method::HEAD) {
+            "pull"
+        } else {
+            "push"
+        };
+        let mut needed = Vec::new();
+        if !name.is_empty() {
+            needed.push((name.to_string(), action));
+        }
+        if let Some((_, from)) = pairs.iter().find(|(k, _)| k == "from") {
+            needed.push((from.clone(), "pull"));
+        }
+        let ok = header.strip_prefix("Bearer ").is_some_and(|tok| {
+            let granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+            granted.get(tok).is_some_and(|scopes| {
+                needed.iter().all(|(repo, act)| {
+                    scopes.iter().any(|s| {
+                        let mut parts = s.splitn(3, ':');
+                        parts.next() == Some("repository")
+                            && parts.next() == Some(repo.as_str())
+                            && parts
+                                .next()
+                                .is_some_and(|acts| acts.split(',').any(|a| a == *act))
+                    })
+                })
+            })
+        });
+        if ok {
+            return None;
+        }
+        let scope = needed
+            .first()
+            .map(|(r, a)| format!(",scope=\"repository:{r}:{a}\""))
+            .unwrap_or_default();
+        let mut resp = oci_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+        );
+        let challenge =
+            format!("Bearer realm=\"{self_url}/token\",service=\"test-registry\"{scope}");
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&challenge).expect("challenge header"),
+        );
+        Some(resp)
+    }
 }

@@ -1,0 +1,151 @@
+//! Credentials: the registry token flow, Docker config credential helpers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const RELAY: &str = env!("CARGO_BIN_EXE_image-relay");
+
+async fn run(cmd: &mut tokio::process::Command) -> std::process::Output {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output())
+        .await
+        .expect("image-relay finished")
+        .expect("run image-relay");
+    assert!(
+        out.status.success(),
+        "image-relay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test]
+async fn the_token_flow_gets_one_token_per_scope_and_a_mount_token_covers_both_repositories() {
+    with_timeout(60, async {
+        let reg = Registry::start().await;
+        let dst = Registry::start().await;
+        let token_reg = Proxy::start_token_auth(&reg.host(), "relay", "s3cret").await;
+        let index = Seeder::for_registry(&reg)
+            .push_multiarch("build/app", Some("v1"), Format::Oci, 51)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[registry.\"{}\"]\nauth = \"basic\"\nusername = \"relay\"\npassword_env = \"PW\"\n",
+                token_reg.host()
+            ),
+        )
+        .unwrap();
+        let copy = |src: String, dst: String| {
+            let mut c = tokio::process::Command::new(RELAY);
+            c.args(["copy", "--config", config.to_str().unwrap(), &src, &dst])
+                .env("PW", "s3cret")
+                .env("DOCKER_CONFIG", "/nonexistent");
+            c
+        };
+        // Token registry as source, plain registry as target: one pull token for all reads.
+        run(&mut copy(
+            format!("{}/build/app:v1", token_reg.host()),
+            format!("{}/app:v1", dst.host()),
+        ))
+        .await;
+        assert_eq!(
+            token_reg.token_requests(),
+            [vec!["repository:build/app:pull".to_owned()]]
+        );
+        let got = Seeder::for_registry(&dst)
+            .get_manifest_raw("app", "v1")
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, index.manifest.bytes);
+
+        // Same registry on both sides: blobs are mounted, with a token that can push the
+        // target and pull the source.
+        run(&mut copy(
+            format!("{}/build/app:v1", token_reg.host()),
+            format!("{}/release/app:v1", token_reg.host()),
+        ))
+        .await;
+        let scopes = token_reg.token_requests();
+        assert!(
+            scopes.contains(&vec![
+                "repository:release/app:pull,push".to_owned(),
+                "repository:build/app:pull".to_owned()
+            ]),
+            "{scopes:#?}"
+        );
+        let mounted = token_reg
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("mount=") && r.status == 201)
+            .count();
+        assert!(mounted >= 4, "blobs were not mounted");
+        let got = Seeder::for_registry(&reg)
+            .get_manifest_raw("release/app", "v1")
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, index.manifest.bytes);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn docker_config_credential_helpers_are_run() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start_with_auth("helper-user", "helper-pass").await;
+        let img = Seeder::for_registry(&src)
+            .push_random_image("app", Some("v1"), Format::Oci, 53)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let helper = bin.join("docker-credential-fake");
+        // Answers only for the host it is asked about on stdin, as real helpers do.
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || {{ echo 'credentials not found'; exit 1; }}\n\
+                 echo '{{\"ServerURL\":\"'$host'\",\"Username\":\"helper-user\",\"Secret\":\"helper-pass\"}}'\n",
+                dst.host()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &helper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let docker = dir.path().join("docker");
+        std::fs::create_dir(&docker).unwrap();
+        std::fs::write(
+            docker.join("config.json"),
+            format!("{{\"credHelpers\":{{\"{}\":\"fake\"}}}}", dst.host()),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(tokio::process::Command::new(RELAY)
+            .args([
+                "copy",
+                &format!("{}/app:v1", src.host()),
+                &format!("{}/app:v1", dst.host()),
+            ])
+            .env("PATH", path)
+            .env("DOCKER_CONFIG", &docker))
+        .await;
+        let got = Seeder::for_registry(&dst)
+            .get_manifest_raw("app", "v1")
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, img.manifest.bytes);
+    })
+    .await;
+}
