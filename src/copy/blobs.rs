@@ -21,8 +21,16 @@ use crate::registry::error::RegistryError;
 use crate::registry::{Mount, RepoClient};
 
 /// Chunks buffered per target between the source reader and an upload: enough to keep both
-/// sockets busy, small enough that memory stays bounded whatever the blob size.
-const CHANNEL_DEPTH: usize = 8;
+/// sockets busy, small enough that memory stays bounded whatever the blob size. A chunk is
+/// what one socket read returned: up to ~400 KiB once hyper's adaptive buffer has grown.
+const CHANNEL_DEPTH: usize = 2;
+/// Blobs at least this big stream under [`LARGE_STREAMS`] as well as `--jobs`.
+pub const LARGE_BLOB: u64 = 4 << 20;
+/// Large blobs streamed at once. One stream already fills a registry's upload path (measured:
+/// ~300 MB/s per stream against a local registry), while each stream in flight holds a few
+/// hundred KiB of socket-read buffers; more parallel big streams only add memory. Small blobs
+/// are latency-bound and keep the full `--jobs` concurrency.
+pub const LARGE_STREAMS: usize = 2;
 
 /// What happened to a blob for one target repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +149,8 @@ impl BlobTracker {
 pub struct BlobContext {
     pub tracker: Arc<BlobTracker>,
     pub jobs: Arc<Semaphore>,
+    /// Bounds large streams: see [`LARGE_STREAMS`].
+    pub large: Arc<Semaphore>,
     pub stats: Arc<Stats>,
     pub progress: Progress,
 }
@@ -292,6 +302,11 @@ async fn stream_with_retries(
     blob: &Descriptor,
     sinks: Vec<Sink>,
 ) -> Vec<(usize, Result<(), RegistryError>)> {
+    let _large = if blob.size >= LARGE_BLOB {
+        ctx.large.acquire().await.ok()
+    } else {
+        None
+    };
     let pending = Mutex::new(sinks);
     let done: Mutex<Vec<(usize, Result<(), RegistryError>)>> = Mutex::new(Vec::new());
     let outcome = source

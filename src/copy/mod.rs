@@ -161,6 +161,7 @@ impl Engine {
         let blob_ctx = BlobContext {
             tracker: Arc::new(BlobTracker::default()),
             jobs: Arc::new(Semaphore::new(opts.jobs.max(1))),
+            large: Arc::new(Semaphore::new(blobs::LARGE_STREAMS)),
             stats: Arc::new(Stats::default()),
             progress,
         };

@@ -1,0 +1,447 @@
+//! Rule files: which images, with which tags, go to which targets. Operators edit them, so every
+//! mistake is reported with file, line and column, and a set of files is validated as a whole
+//! before it replaces the rules in force.
+//!
+//! ```toml
+//! [[rule]]
+//! name = "image-x-to-partners"
+//! source = "us-central1-docker.pkg.dev/acme-build/releases"
+//! images = ["image-x", "tools/.*"]
+//! tags = ["latest", 'v[0-9]+\.[0-9]+\.[0-9]+']
+//! exclude_tags = [".*-rc[0-9]*"]
+//! targets = ["europe-west1-docker.pkg.dev/partner-prj/incoming"]
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{RegistryConfig, RegistrySettings};
+use crate::event::{Action, Event};
+use crate::manifest::PlatformFilter;
+use crate::reference::Repository;
+
+/// Compiled operator patterns are bounded: the regex crate matches in linear time, and this
+/// caps the memory one pattern may take.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// One problem in a rule file, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// What to do with a tag deleted in the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Targets keep what they received (the default: a partner's copy is theirs).
+    #[default]
+    Ignore,
+    /// Remove the tag from the targets too.
+    Propagate,
+}
+
+/// The clause of a rule that turned an event away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Clause {
+    Source,
+    Image,
+    Tag,
+    Exclude,
+    Action,
+}
+
+impl fmt::Display for Clause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Clause::Source => "source",
+            Clause::Image => "image",
+            Clause::Tag => "tag",
+            Clause::Exclude => "exclude",
+            Clause::Action => "action",
+        })
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// Registry host and repository prefix the rule watches.
+    pub source: Repository,
+    images: Vec<Regex>,
+    tags: Vec<Regex>,
+    exclude_tags: Vec<Regex>,
+    /// Repository prefixes the images go to; the path below the source prefix is kept.
+    pub targets: Vec<Repository>,
+    /// Copy only these platforms of an index.
+    pub platforms: Vec<PlatformFilter>,
+    /// Copy signatures, attestations and other referrers along.
+    pub referrers: bool,
+    /// Copy digest-only (untagged) pushes too.
+    pub digests: bool,
+    pub on_delete: OnDelete,
+}
+
+/// What one rule makes of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The event's image goes to these repositories.
+    Match { targets: Vec<Repository> },
+    /// Turned away by `clause`, for `reason`.
+    Rejected { clause: Clause, reason: String },
+}
+
+fn full_match(res: &[Regex], s: &str) -> bool {
+    res.iter().any(|r| r.is_match(s))
+}
+
+impl Rule {
+    /// The image path below the source prefix, when the repository is under it.
+    fn relative<'a>(&self, repo: &'a Repository) -> Option<&'a str> {
+        if repo.registry != self.source.registry {
+            return None;
+        }
+        repo.path
+            .strip_prefix(self.source.path.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|rest| !rest.is_empty())
+    }
+
+    /// Whether this rule watches `repo` at all (source clause only).
+    pub fn watches(&self, repo: &Repository) -> bool {
+        self.relative(repo).is_some()
+    }
+
+    /// Apply the rule's clauses in order: source, image, action, tag, exclude.
+    pub fn evaluate(&self, event: &Event) -> Verdict {
+        let reject = |clause, reason: String| Verdict::Rejected { clause, reason };
+        let Some(rel) = self.relative(&event.repo) else {
+            return reject(Clause::Source, format!("{} is not under {}", event.repo, self.source));
+        };
+        if !full_match(&self.images, rel) {
+            return reject(Clause::Image, format!("image {rel:?} matches none of the image patterns"));
+        }
+        match (event.action, self.on_delete) {
+            (Action::Delete, OnDelete::Ignore) => {
+                return reject(Clause::Action, "DELETE is ignored (on_delete = \"ignore\")".into());
+            }
+            (Action::Delete, OnDelete::Propagate) if event.tag.is_none() => {
+                return reject(Clause::Action, "only tag deletions are propagated".into());
+            }
+            _ => {}
+        }
+        match &event.tag {
+            None if !self.digests => {
+                return reject(Clause::Tag, "untagged push, and the rule says digests = false".into());
+            }
+            None => {}
+            Some(tag) => {
+                if !full_match(&self.tags, tag.as_str()) {
+                    return reject(Clause::Tag, format!("tag {tag} matches none of the tag patterns"));
+                }
+                if full_match(&self.exclude_tags, tag.as_str()) {
+                    return reject(Clause::Exclude, format!("tag {tag} matches an exclude_tags pattern"));
+                }
+            }
+        }
+        Verdict::Match {
+            targets: self
+                .targets
+                .iter()
+                .map(|t| Repository {
+                    registry: t.registry.clone(),
+                    path: format!("{}/{rel}", t.path),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Every rule and registry setting in force.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub registries: RegistryConfig,
+}
+
+impl RuleSet {
+    /// Whether any rule watches this repository: the gate in front of every registry request.
+    pub fn watches(&self, repo: &Repository) -> bool {
+        self.rules.iter().any(|r| r.watches(repo))
+    }
+
+    /// Each rule's verdict on `event`.
+    pub fn evaluate<'a>(&'a self, event: &Event) -> Vec<(&'a Rule, Verdict)> {
+        self.rules.iter().map(|r| (r, r.evaluate(event))).collect()
+    }
+
+    /// Load a rule file, or every `*.toml` file of a directory, and validate them as a whole.
+    pub fn load(path: &Path) -> Result<RuleSet, Vec<RuleError>> {
+        let files = rule_files(path).map_err(|e| vec![e])?;
+        let mut texts = Vec::new();
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Ok(t) => texts.push((f.display().to_string(), t)),
+                Err(e) => {
+                    return Err(vec![RuleError {
+                        file: f.display().to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("cannot read: {e}"),
+                    }]);
+                }
+            }
+        }
+        Self::parse(&texts)
+    }
+
+    /// Validate `(file name, text)` pairs as one set.
+    pub fn parse(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let mut rules = Vec::new();
+        let mut registries: BTreeMap<String, RegistrySettings> = BTreeMap::new();
+        // Hosts named by rules, with where, to check each has settings.
+        let mut used_hosts: Vec<(String, usize, Range<usize>, String)> = Vec::new();
+        let mut names = HashSet::new();
+        for (fi, (file, text)) in files.iter().enumerate() {
+            let at = |span: Range<usize>, message: String| RuleError {
+                file: file.clone(),
+                line: line_col(text, span.start).0,
+                column: line_col(text, span.start).1,
+                message,
+            };
+            let shape: FileShape = match toml::from_str(text) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(at(e.span().unwrap_or(0..0), e.message().trim().to_owned()));
+                    continue;
+                }
+            };
+            for (host, settings) in shape.registry {
+                let span = settings.span();
+                let settings = settings.into_inner();
+                if let Err(reason) = RegistryConfig::parse_one(&host, &settings) {
+                    errors.push(at(span.clone(), format!("registry {host:?}: {reason}")));
+                }
+                if registries.insert(host.clone(), settings).is_some() {
+                    errors.push(at(span, format!("registry {host:?} is configured more than once")));
+                }
+            }
+            for raw in shape.rule {
+                let span = raw.span();
+                match compile(raw.into_inner(), &at) {
+                    Ok((rule, hosts)) => {
+                        if !names.insert(rule.name.clone()) {
+                            errors.push(at(span, format!("rule name {:?} is used twice", rule.name)));
+                        }
+                        used_hosts.extend(hosts.into_iter().map(|(h, s)| (h, fi, s, rule.name.clone())));
+                        rules.push(rule);
+                    }
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+        }
+        for (host, fi, span, rule) in used_hosts {
+            if !registries.contains_key(&host) {
+                let (file, text) = &files[fi];
+                let (line, column) = line_col(text, span.start);
+                errors.push(RuleError {
+                    file: file.clone(),
+                    line,
+                    column,
+                    message: format!(
+                        "rule {rule:?}: registry {host:?} has no auth settings: add a [registry.\"{host}\"] table"
+                    ),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(RuleSet {
+                rules,
+                registries: RegistryConfig { registries },
+            })
+        } else {
+            errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            errors.dedup();
+            Err(errors)
+        }
+    }
+}
+
+fn rule_files(path: &Path) -> Result<Vec<PathBuf>, RuleError> {
+    let err = |message: String| RuleError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| err(format!("cannot list: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(err("no *.toml rule files in this directory".into()));
+    }
+    Ok(files)
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShape {
+    #[serde(default)]
+    rule: Vec<Spanned<RuleShape>>,
+    #[serde(default)]
+    registry: BTreeMap<String, Spanned<RegistrySettings>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleShape {
+    name: Spanned<String>,
+    source: Spanned<String>,
+    images: Spanned<Vec<Spanned<String>>>,
+    tags: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    exclude_tags: Vec<Spanned<String>>,
+    targets: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    platforms: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    referrers: bool,
+    #[serde(default)]
+    digests: bool,
+    #[serde(default)]
+    on_delete: OnDelete,
+}
+
+type Hosts = Vec<(String, Range<usize>)>;
+
+fn compile(r: RuleShape, at: &dyn Fn(Range<usize>, String) -> RuleError) -> Result<(Rule, Hosts), Vec<RuleError>> {
+    let mut errors = Vec::new();
+    let name = r.name.get_ref().trim().to_owned();
+    if name.is_empty() {
+        errors.push(at(r.name.span(), "name must not be empty".into()));
+    }
+    let label = if name.is_empty() { "(unnamed)".to_owned() } else { name.clone() };
+    let mut hosts = Vec::new();
+    let source = match Repository::parse(r.source.get_ref()) {
+        Ok(s) => {
+            hosts.push((s.registry.clone(), r.source.span()));
+            Some(s)
+        }
+        Err(e) => {
+            errors.push(at(r.source.span(), format!("rule {label:?}: source: {e}")));
+            None
+        }
+    };
+    let mut patterns = |field: &str, list: &[Spanned<String>], errors: &mut Vec<RuleError>| -> Vec<Regex> {
+        list.iter()
+            .filter_map(|p| {
+                match RegexBuilder::new(&format!("^(?:{})$", p.get_ref()))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        errors.push(at(p.span(), format!("rule {label:?}: {field}: bad pattern {:?}: {e}", p.get_ref())));
+                        None
+                    }
+                }
+            })
+            .collect()
+    };
+    if r.images.get_ref().is_empty() {
+        errors.push(at(r.images.span(), format!("rule {label:?}: images needs at least one pattern")));
+    }
+    if r.tags.get_ref().is_empty() && !r.digests {
+        errors.push(at(r.tags.span(), format!("rule {label:?}: tags needs at least one pattern (or digests = true)")));
+    }
+    let images = patterns("images", r.images.get_ref(), &mut errors);
+    let tags = patterns("tags", r.tags.get_ref(), &mut errors);
+    let exclude_tags = patterns("exclude_tags", &r.exclude_tags, &mut errors);
+    if r.targets.get_ref().is_empty() {
+        errors.push(at(r.targets.span(), format!("rule {label:?}: targets needs at least one repository")));
+    }
+    let mut targets = Vec::new();
+    for t in r.targets.get_ref() {
+        match Repository::parse(t.get_ref()) {
+            Err(e) => errors.push(at(t.span(), format!("rule {label:?}: target: {e}"))),
+            Ok(target) => {
+                if let Some(src) = &source {
+                    let under = target.registry == src.registry
+                        && (target.path == src.path || target.path.starts_with(&format!("{}/", src.path)));
+                    if under {
+                        errors.push(at(
+                            t.span(),
+                            format!(
+                                "rule {label:?}: target {target} is the source or lies under it: each copy would trigger the rule again"
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+                hosts.push((target.registry.clone(), t.span()));
+                targets.push(target);
+            }
+        }
+    }
+    let mut platforms = Vec::new();
+    for p in &r.platforms {
+        match p.get_ref().parse::<PlatformFilter>() {
+            Ok(f) => platforms.push(f),
+            Err(e) => errors.push(at(p.span(), format!("rule {label:?}: platforms: {e}"))),
+        }
+    }
+    match (errors.is_empty(), source) {
+        (true, Some(source)) => Ok((
+            Rule {
+                name,
+                source,
+                images,
+                tags,
+                exclude_tags,
+                targets,
+                platforms,
+                referrers: r.referrers,
+                digests: r.digests,
+                on_delete: r.on_delete,
+            },
+            hosts,
+        )),
+        _ => Err(errors),
+    }
+}
