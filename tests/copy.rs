@@ -385,6 +385,46 @@ async fn a_target_that_refuses_writes_fails_alone() {
 }
 
 #[tokio::test]
+async fn an_index_refused_for_missing_children_gets_its_children_pushed_again() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let index = Seeder::for_registry(&src)
+            .push_multiarch("app", Some("v1"), Format::Oci, 59)
+            .await;
+        let proxy = Proxy::start(
+            &dst.host(),
+            Fault::RejectManifestOnce {
+                reference: index.manifest.digest.clone(),
+                code: "MANIFEST_BLOB_UNKNOWN".into(),
+            },
+        )
+        .await;
+        assert_ok(
+            &relay(&[
+                "copy",
+                &format!("{}/app:v1", src.host()),
+                &format!("{}/app:v1", proxy.host()),
+            ])
+            .await,
+        );
+        let puts = |digest: &str| {
+            proxy
+                .requests()
+                .iter()
+                .filter(|r| r.method == "PUT" && r.path.ends_with(&format!("/manifests/{digest}")))
+                .count()
+        };
+        assert_eq!(puts(&index.manifest.digest), 2, "index retried once");
+        for child in &index.children {
+            assert_eq!(puts(&child.manifest.digest), 2, "child pushed again");
+        }
+        assert_same(&Seeder::for_registry(&dst), "app", "v1", &index.manifest).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn platform_filter_copies_only_the_selected_children_under_a_new_digest() {
     with_timeout(60, async {
         let src = Registry::start().await;

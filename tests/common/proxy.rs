@@ -57,6 +57,10 @@ pub enum Fault {
     /// `BLOB_UPLOAD_INVALID` body. So a client must upload a blob in one
     /// PATCH + PUT, or one monolithic PUT.
     RejectChunkedUploads,
+    /// The first `PUT .../manifests/<reference>` gets 400 with this OCI error `code` (say
+    /// `MANIFEST_BLOB_UNKNOWN`, as a registry answers when children it needs are missing);
+    /// later ones pass through.
+    RejectManifestOnce { reference: String, code: String },
 }
 
 /// One request as seen by the proxy.
@@ -359,6 +363,19 @@ impl ProxyState {
                 }
             }
             Fault::RejectChunkedUploads => forward(None),
+            Fault::RejectManifestOnce { reference, code }
+                if *method == Method::PUT
+                    && inner.faulted == 0
+                    && path.ends_with(&format!("/manifests/{reference}")) =>
+            {
+                inner.faulted += 1;
+                Action::Answer(oci_error(
+                    StatusCode::BAD_REQUEST,
+                    &code,
+                    "refused once by test proxy",
+                ))
+            }
+            Fault::RejectManifestOnce { .. } => forward(None),
         }
     }
 
