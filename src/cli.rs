@@ -172,10 +172,7 @@ fn copy_requests(args: &CopyArgs) -> Result<Vec<CopyRequest>, String> {
         }
         match requests.iter_mut().find(|r| r.source == source) {
             Some(r) => r.targets.push(target),
-            None => requests.push(CopyRequest {
-                source,
-                targets: vec![target],
-            }),
+            None => requests.push(CopyRequest::new(source, vec![target])),
         }
     }
     Ok(requests)

@@ -167,7 +167,8 @@ impl RegistryConfig {
 }
 
 impl RegistrySettings {
-    fn validate(&self) -> Result<(), String> {
+    /// Check that the keys present fit the auth kind.
+    pub fn validate(&self) -> Result<(), String> {
         match self.auth {
             AuthKind::Basic => {
                 if self.username.as_deref().is_none_or(str::is_empty) {

@@ -109,15 +109,20 @@ pub struct DeliveryMeta {
     pub pubsub_publish_time: Option<String>,
 }
 
-/// The Pub/Sub message inside the wrapped envelopes. Both spellings of the ids occur.
+/// The Pub/Sub message inside the wrapped envelopes. Pub/Sub sends both spellings of the ids
+/// in one message, so they are separate fields (a serde alias would call them duplicates).
 #[derive(Deserialize)]
 struct PubsubMessage {
     #[serde(default)]
     data: Option<String>,
-    #[serde(default, rename = "messageId", alias = "message_id")]
+    #[serde(default, rename = "messageId")]
     message_id: Option<String>,
-    #[serde(default, rename = "publishTime", alias = "publish_time")]
+    #[serde(default, rename = "message_id")]
+    message_id_snake: Option<String>,
+    #[serde(default, rename = "publishTime")]
     publish_time: Option<String>,
+    #[serde(default, rename = "publish_time")]
+    publish_time_snake: Option<String>,
 }
 
 /// The notification Artifact Registry publishes.
@@ -167,8 +172,8 @@ pub fn decode(meta: &DeliveryMeta, body: &[u8]) -> Result<Event, DecodeError> {
     }
     let message: PubsubMessage =
         PubsubMessage::deserialize(message).map_err(|e| bad("message", e.to_string()))?;
-    let id = message.message_id.or(fallback_id);
-    let time = message.publish_time.or(fallback_time);
+    let id = message.message_id.or(message.message_id_snake).or(fallback_id);
+    let time = message.publish_time.or(message.publish_time_snake).or(fallback_time);
     let data = message
         .data
         .ok_or_else(|| with_id(bad("message.data", "missing: the notification travels in data"), id.clone()))?;

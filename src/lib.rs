@@ -8,6 +8,9 @@
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod event;
 pub mod manifest;
+pub mod push_auth;
 pub mod reference;
 pub mod registry;
+pub mod rules;

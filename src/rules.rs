@@ -236,7 +236,7 @@ impl RuleSet {
             for (host, settings) in shape.registry {
                 let span = settings.span();
                 let settings = settings.into_inner();
-                if let Err(reason) = RegistryConfig::parse_one(&host, &settings) {
+                if let Err(reason) = settings.validate() {
                     errors.push(at(span.clone(), format!("registry {host:?}: {reason}")));
                 }
                 if registries.insert(host.clone(), settings).is_some() {
@@ -368,7 +368,7 @@ fn compile(r: RuleShape, at: &dyn Fn(Range<usize>, String) -> RuleError) -> Resu
             None
         }
     };
-    let mut patterns = |field: &str, list: &[Spanned<String>], errors: &mut Vec<RuleError>| -> Vec<Regex> {
+    let patterns = |field: &str, list: &[Spanned<String>], errors: &mut Vec<RuleError>| -> Vec<Regex> {
         list.iter()
             .filter_map(|p| {
                 match RegexBuilder::new(&format!("^(?:{})$", p.get_ref()))
@@ -443,5 +443,123 @@ fn compile(r: RuleShape, at: &dyn Fn(Range<usize>, String) -> RuleError) -> Resu
             hosts,
         )),
         _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{DeliveryForm, Event};
+    use crate::reference::Tag;
+
+    const REGISTRIES: &str = r#"
+[registry."src.example"]
+auth = "none"
+[registry."dst.example"]
+auth = "none"
+"#;
+
+    fn parse(text: &str) -> Result<RuleSet, Vec<RuleError>> {
+        RuleSet::parse(&[("relay.toml".into(), text.into())])
+    }
+
+    fn event(action: Action, repo: &str, tag: Option<&str>) -> Event {
+        Event {
+            action,
+            repo: Repository::parse(repo).unwrap(),
+            tag: tag.map(|t| t.parse::<Tag>().unwrap()),
+            digest: Some(crate::reference::Digest::sha256_of(b"x")),
+            message_id: None,
+            publish_time: None,
+            delivery: DeliveryForm::PubSubPush,
+        }
+    }
+
+    fn rule(extra: &str) -> String {
+        format!(
+            "[[rule]]\nname = \"r\"\nsource = \"src.example/releases\"\nimages = [\"app\", \"tools/.*\"]\n\
+             tags = ['v[0-9]+', \"latest\"]\nexclude_tags = [\"v0\"]\ntargets = [\"dst.example/incoming\"]\n{extra}\n{REGISTRIES}"
+        )
+    }
+
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        let set = RuleSet::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))).unwrap();
+        assert_eq!(set.rules.len(), 1);
+        assert_eq!(set.rules[0].targets.len(), 2);
+    }
+
+    #[test]
+    fn a_matching_event_keeps_its_path_below_the_source() {
+        let set = parse(&rule("")).unwrap();
+        let v = set.rules[0].evaluate(&event(Action::Insert, "src.example/releases/tools/lint", Some("v2")));
+        assert_eq!(
+            v,
+            Verdict::Match {
+                targets: vec![Repository::parse("dst.example/incoming/tools/lint").unwrap()]
+            }
+        );
+    }
+
+    #[test]
+    fn each_clause_names_itself_when_it_rejects() {
+        let set = parse(&rule("")).unwrap();
+        let r = &set.rules[0];
+        let clause = |e: Event| match r.evaluate(&e) {
+            Verdict::Rejected { clause, .. } => Some(clause),
+            Verdict::Match { .. } => None,
+        };
+        assert_eq!(clause(event(Action::Insert, "other.example/releases/app", Some("v1"))), Some(Clause::Source));
+        assert_eq!(clause(event(Action::Insert, "src.example/releases2/app", Some("v1"))), Some(Clause::Source));
+        assert_eq!(clause(event(Action::Insert, "src.example/releases/app2", Some("v1"))), Some(Clause::Image));
+        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", Some("v1-beta"))), Some(Clause::Tag));
+        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", Some("v0"))), Some(Clause::Exclude));
+        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", None)), Some(Clause::Tag));
+        assert_eq!(clause(event(Action::Delete, "src.example/releases/app", Some("v1"))), Some(Clause::Action));
+        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", Some("latest"))), None);
+        let digests = parse(&rule("digests = true\non_delete = \"propagate\"")).unwrap();
+        assert!(matches!(
+            digests.rules[0].evaluate(&event(Action::Insert, "src.example/releases/app", None)),
+            Verdict::Match { .. }
+        ));
+        assert!(matches!(
+            digests.rules[0].evaluate(&event(Action::Delete, "src.example/releases/app", Some("v1"))),
+            Verdict::Match { .. }
+        ));
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_file_line_and_column() {
+        let errs = parse(&rule("colour = \"blue\"")).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!((errs[0].line, errs[0].file.as_str()), (8, "relay.toml"), "{errs:?}");
+        assert!(errs[0].message.contains("colour"), "{errs:?}");
+
+        let text = rule("").replace("'v[0-9]+'", "'v[0-9+'");
+        let errs = parse(&text).unwrap_err();
+        assert_eq!((errs[0].line, errs[0].column), (5, 9), "{errs:?}");
+        assert!(errs[0].message.contains("bad pattern"), "{errs:?}");
+
+        let errs = parse(&rule("").replace("dst.example/incoming", "src.example/releases")).unwrap_err();
+        assert!(errs[0].message.contains("is the source or lies under it"), "{errs:?}");
+        let errs = parse(&rule("").replace("dst.example/incoming", "src.example/releases/mirror")).unwrap_err();
+        assert!(errs[0].message.contains("lies under it"), "{errs:?}");
+
+        let errs = parse(&rule("").replace("[registry.\"dst.example\"]\nauth = \"none\"\n", "")).unwrap_err();
+        assert!(errs[0].message.contains("has no auth settings"), "{errs:?}");
+        assert_eq!(errs[0].line, 7, "points at the target: {errs:?}");
+
+        let errs = parse(&rule("").replace("[registry.\"dst.example\"]\nauth = \"none\"", "[registry.\"dst.example\"]\ninsecure = true")).unwrap_err();
+        assert!(errs[0].message.contains("auth"), "{errs:?}");
+    }
+
+    #[test]
+    fn rules_across_files_are_one_set() {
+        let a = ("a.toml".to_owned(), rule(""));
+        let b = ("b.toml".to_owned(), rule("").replace(REGISTRIES, ""));
+        let errs = RuleSet::parse(&[a.clone(), b]).unwrap_err();
+        assert!(errs.iter().any(|e| e.file == "b.toml" && e.message.contains("used twice")), "{errs:?}");
+        let c = ("c.toml".to_owned(), rule("").replace("name = \"r\"", "name = \"s\"").replace(REGISTRIES, ""));
+        assert_eq!(RuleSet::parse(&[a, c]).unwrap().rules.len(), 2);
     }
 }

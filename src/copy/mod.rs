@@ -55,6 +55,21 @@ impl Default for CopyOptions {
 pub struct CopyRequest {
     pub source: Reference,
     pub targets: Vec<Reference>,
+    /// Write a target's tag only if the source tag still resolves to the copied digest when
+    /// the content is in place (re-read then). At-least-once, unordered deliveries then
+    /// converge on the source's current state and never move a tag backwards.
+    pub guard_tag: bool,
+}
+
+impl CopyRequest {
+    /// A plain copy: the tag is written unconditionally.
+    pub fn new(source: Reference, targets: Vec<Reference>) -> Self {
+        CopyRequest {
+            source,
+            targets,
+            guard_tag: false,
+        }
+    }
 }
 
 /// Why a copy to one target failed.
@@ -98,6 +113,9 @@ pub enum TargetOutcome {
     Copied,
     /// The target already resolved to the source digest: nothing was written.
     AlreadyPresent,
+    /// The content was copied but the tag was left alone: the source tag has moved on since
+    /// (to `now`, or was deleted). A later event for the newer digest sets it.
+    TagSuperseded { now: Option<Digest> },
 }
 
 /// The result of one [`CopyRequest`].
@@ -271,8 +289,9 @@ impl Engine {
                 }
                 Ok((node, referrers)) => {
                     let targets: Vec<RepoClient> = pending.iter().map(|(_, c)| c.clone()).collect();
+                    let source_digest = report.filtered_from.clone().unwrap_or_else(|| digest.clone());
                     let outcomes = self
-                        .write_targets(&source, &node, &referrers, &req, &pending, &targets)
+                        .write_targets(&source, &source_digest, &node, &referrers, &req, &pending, &targets)
                         .await;
                     for ((i, _), r) in pending.iter().zip(outcomes) {
                         results[*i] = Some(r);
@@ -412,9 +431,11 @@ impl Engine {
 
     /// Blobs into every pending target, then manifests children-first, then the tag, then
     /// referrers. One result per pending target; a failing target does not stop the others.
+    #[allow(clippy::too_many_arguments)]
     async fn write_targets(
         &self,
         source: &RepoClient,
+        source_digest: &Digest,
         node: &Node,
         referrers: &[Referrer],
         req: &CopyRequest,
@@ -455,6 +476,15 @@ impl Engine {
                 }
                 self.push_manifests(client, node).await?;
                 if let Some(tag) = target_tag(&req.source, target) {
+                    if req.guard_tag {
+                        if let Some(source_tag) = &req.source.tag {
+                            let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
+                            if now.as_ref() != Some(source_digest) {
+                                tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
+                                return Ok(TargetOutcome::TagSuperseded { now });
+                            }
+                        }
+                    }
                     client.put_manifest(tag.as_str(), &node.manifest).await?;
                     self.blob_ctx.stats.manifest_pushed();
                 }

@@ -1,0 +1,138 @@
+//! Every delivery form and every malformed body from Google's exact shapes (tests/fixtures,
+//! copied from the shared fixtures) decodes to the right event or the right error.
+
+use std::path::PathBuf;
+
+use image_relay::event::{Action, DecodeError, DeliveryForm, DeliveryMeta, Event, decode};
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+/// Body and headers of a delivery fixture, as the HTTP edge would hand them over.
+fn delivery(name: &str) -> (DeliveryMeta, Vec<u8>) {
+    let body = std::fs::read(fixture(&format!("{name}.json"))).unwrap();
+    let mut meta = DeliveryMeta::default();
+    if let Ok(h) = std::fs::read_to_string(fixture(&format!("{name}.headers"))) {
+        for line in h.lines() {
+            let Some((k, v)) = line.split_once(':') else { continue };
+            let v = Some(v.trim().to_owned());
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-type" => meta.content_type = v,
+                "ce-id" => meta.ce_id = v,
+                "ce-time" => meta.ce_time = v,
+                "x-goog-pubsub-message-id" => meta.pubsub_message_id = v,
+                "x-goog-pubsub-publish-time" => meta.pubsub_publish_time = v,
+                _ => {}
+            }
+        }
+    }
+    (meta, body)
+}
+
+fn decode_delivery(name: &str) -> Result<Event, DecodeError> {
+    let (meta, body) = delivery(name);
+    decode(&meta, &body)
+}
+
+const DIGEST: &str = "sha256:e48f32910efbe11528e691acacd675ee9af0a4cf16072e43d199d7b06de4bb49";
+
+#[test]
+fn pubsub_push_wrapped_decodes_with_tag_digest_and_ids() {
+    let e = decode_delivery("delivery/pubsub-push").unwrap();
+    assert_eq!(e.action, Action::Insert);
+    assert_eq!(e.delivery, DeliveryForm::PubSubPush);
+    assert_eq!(e.repo.to_string(), "us-docker.pkg.dev/src-proj/releases/team/app");
+    assert_eq!(e.tag.as_ref().unwrap().as_str(), "v1.2.3");
+    assert_eq!(e.digest.as_ref().unwrap().as_str(), DIGEST);
+    assert_eq!(e.message_id.as_deref(), Some("2070443601311541"));
+    assert_eq!(e.publish_time.as_deref(), Some("2026-11-20T19:13:55.749Z"));
+    let with_attempt = decode_delivery("delivery/pubsub-push-with-delivery-attempt").unwrap();
+    assert_eq!(with_attempt.reference(), e.reference());
+}
+
+#[test]
+fn eventarc_binary_mode_decodes_and_takes_ids_from_the_message() {
+    let e = decode_delivery("delivery/eventarc-binary").unwrap();
+    assert_eq!(e.delivery, DeliveryForm::EventarcBinary);
+    assert_eq!(e.action, Action::Delete);
+    assert_eq!(e.tag.as_ref().unwrap().as_str(), "v1.2.3");
+    assert!(e.digest.is_none());
+    assert_eq!(e.message_id.as_deref(), Some("2070443601311543"));
+}
+
+#[test]
+fn cloudevents_structured_mode_decodes() {
+    let e = decode_delivery("delivery/cloudevent-structured").unwrap();
+    assert_eq!(e.delivery, DeliveryForm::CloudEventStructured);
+    assert_eq!(e.action, Action::Insert);
+    assert!(e.tag.is_none());
+    assert_eq!(e.digest.as_ref().unwrap().as_str(), DIGEST);
+    assert_eq!(e.message_id.as_deref(), Some("2070443601311544"));
+}
+
+#[test]
+fn unwrapped_pubsub_payloads_decode_with_header_metadata() {
+    let e = decode_delivery("delivery/pubsub-unwrapped").unwrap();
+    assert_eq!(e.delivery, DeliveryForm::PubSubUnwrapped);
+    assert_eq!(e.action, Action::Delete);
+    assert_eq!(e.message_id.as_deref(), Some("2070443601311542"));
+    assert_eq!(e.publish_time.as_deref(), Some("2026-11-20T19:13:55.749Z"));
+}
+
+#[test]
+fn every_notification_shape_decodes() {
+    let meta = DeliveryMeta {
+        pubsub_message_id: Some("1".into()),
+        ..DeliveryMeta::default()
+    };
+    let cases = [
+        ("ar-insert-tag", "us-docker.pkg.dev/src-proj/releases/team/app", Some("v1.2.3"), true),
+        ("ar-insert-digest", "us-docker.pkg.dev/src-proj/releases/team/app", None, true),
+        ("ar-delete-tag", "us-docker.pkg.dev/src-proj/releases/team/app", Some("v1.2.3"), false),
+        ("ar-delete-digest", "us-docker.pkg.dev/src-proj/releases/team/app", None, true),
+        ("ar-domain-scoped-project", "us-west1-docker.pkg.dev/example.com/my-project/my-repo/image-name", Some("2.0"), true),
+        ("ar-multiregion-nested", "europe-docker.pkg.dev/src-proj/mirror/a/b/c/tool", Some("latest"), true),
+        ("gcr-insert-tag", "gcr.io/my-project/hello-world", Some("1.1"), true),
+        (
+            "ar-insert-signature-tag",
+            "us-docker.pkg.dev/src-proj/releases/team/app",
+            Some("sha256-e48f32910efbe11528e691acacd675ee9af0a4cf16072e43d199d7b06de4bb49.sig"),
+            true,
+        ),
+    ];
+    for (name, repo, tag, has_digest) in cases {
+        let body = std::fs::read(fixture(&format!("notifications/{name}.json"))).unwrap();
+        let e = decode(&meta, &body).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(e.repo.to_string(), repo, "{name}");
+        assert_eq!(e.tag.as_ref().map(|t| t.as_str()), tag, "{name}");
+        assert_eq!(e.digest.is_some(), has_digest, "{name}");
+    }
+}
+
+#[test]
+fn every_malformed_fixture_is_refused_naming_the_field() {
+    let cases = [
+        ("not-json", "body", "not JSON"),
+        ("message-not-object", "message", "object"),
+        ("attributes-only", "message.data", "missing"),
+        ("data-not-base64", "message.data", "base64"),
+        ("data-not-json", "message.data", "not JSON"),
+        ("missing-action", "action", "missing"),
+        ("unknown-action", "action", "UPSERT"),
+        ("no-digest-no-tag", "digest", "neither"),
+        ("bad-digest", "digest", "digest"),
+        ("bad-reference", "tag", "path"),
+    ];
+    let files: Vec<_> = std::fs::read_dir(fixture("malformed")).unwrap().collect();
+    assert_eq!(files.len(), cases.len(), "a malformed fixture has no case here");
+    for (name, field, reason) in cases {
+        let body = std::fs::read(fixture(&format!("malformed/{name}.json"))).unwrap();
+        let err = decode(&DeliveryMeta::default(), &body).expect_err(name);
+        assert_eq!(err.field, field, "{name}: {err}");
+        assert!(err.reason.contains(reason), "{name}: {err}");
+        if name != "not-json" && name != "message-not-object" {
+            assert_eq!(err.message_id.as_deref(), Some("1"), "{name}: message id kept for the log");
+        }
+    }
+}
