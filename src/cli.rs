@@ -11,10 +11,14 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::RegistryConfig;
 use crate::copy::progress::Progress;
 use crate::copy::{CopyOptions, CopyReport, CopyRequest, Engine, TargetOutcome};
+use crate::event::DeliveryMeta;
 use crate::manifest::PlatformFilter;
+use crate::push_auth::PushAuthMode;
 use crate::reference::Reference;
 use crate::registry::Registries;
 use crate::registry::retry::RetryPolicy;
+use crate::rules::RuleSet;
+use crate::serve::{ServeConfig, ServeError};
 
 /// Exit code when every target succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -35,6 +39,88 @@ pub struct Cli {
 pub enum Command {
     /// Copy an image (manifests, blobs, tag) from one registry to one or more others.
     Copy(CopyArgs),
+    /// Serve the push endpoint for Artifact Registry notifications (Pub/Sub push, Eventarc).
+    Serve(ServeArgs),
+    /// Work with rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Show, without writing anything, what the rules make of one event.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate rule files; exits non-zero and prints file:line:column for each problem.
+    Check {
+        /// A rule file, or a directory of *.toml rule files.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A rule file, or a directory of *.toml rule files.
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// A notification (`{"action":..}`) or a whole push delivery body (Pub/Sub or CloudEvent).
+    pub event_file: PathBuf,
+}
+
+/// How pushes are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushAuthKind {
+    /// Accept every request (local use only).
+    None,
+    /// Behind Cloud Run IAM: check the token's email against the allow list.
+    Platform,
+    /// Verify the Google-signed token: signature, issuer, audience, expiry, email.
+    Verify,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// JSON unless stderr is a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A rule file, or a directory of *.toml rule files; reloaded on change and on SIGHUP.
+    #[arg(long, env = "RELAY_RULES")]
+    pub rules: PathBuf,
+    /// Port to listen on (Cloud Run sets PORT).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "RELAY_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: std::net::IpAddr,
+    /// How push requests are authenticated.
+    #[arg(long, env = "RELAY_PUSH_AUTH", value_enum, default_value_t = PushAuthKind::Verify)]
+    pub push_auth: PushAuthKind,
+    /// Push service account allowed to deliver (repeatable; comma-separated in the variable).
+    #[arg(long = "push-email", env = "RELAY_PUSH_EMAILS", value_delimiter = ',')]
+    pub push_emails: Vec<String>,
+    /// Audience the push token must carry (`verify`): the push endpoint URL by default in Google.
+    #[arg(long, env = "RELAY_PUSH_AUDIENCE")]
+    pub push_audience: Option<String>,
+    /// Where Google publishes its token-signing keys.
+    #[arg(long, env = "RELAY_JWKS_URL", default_value = crate::push_auth::GOOGLE_JWKS_URL)]
+    pub jwks_url: String,
+    /// Copies running at once; further deliveries are answered 429 so Pub/Sub backs off.
+    #[arg(long, env = "RELAY_MAX_COPIES", default_value_t = 16)]
+    pub max_copies: usize,
+    /// Concurrent blob transfers per copy.
+    #[arg(long, env = "RELAY_JOBS", default_value_t = 8)]
+    pub jobs: usize,
+    /// Seconds in-flight copies may run after SIGTERM (Cloud Run allows 10).
+    #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value_t = 9)]
+    pub shutdown_grace: u64,
+    /// Log line format.
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
+    pub log_format: LogFormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -72,7 +158,173 @@ pub struct CopyArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Copy(args) => copy(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Rules(RulesCommand::Check { path }) => rules_check(&path),
+        Command::Plan(args) => plan(&args),
     }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let push_auth = match args.push_auth {
+        PushAuthKind::None => {
+            tracing::warn!(
+                "push authentication is off: anyone who can reach this port can trigger copies"
+            );
+            PushAuthMode::None
+        }
+        PushAuthKind::Platform | PushAuthKind::Verify if args.push_emails.is_empty() => {
+            return usage_error(
+                "--push-email (RELAY_PUSH_EMAILS) is required with --push-auth platform or verify",
+            );
+        }
+        PushAuthKind::Platform => PushAuthMode::Platform {
+            allowed_emails: args.push_emails.clone(),
+        },
+        PushAuthKind::Verify => match &args.push_audience {
+            None => {
+                return usage_error(
+                    "--push-audience (RELAY_PUSH_AUDIENCE) is required with --push-auth verify",
+                );
+            }
+            Some(aud) => PushAuthMode::Verify {
+                allowed_emails: args.push_emails.clone(),
+                audience: aud.clone(),
+                jwks_url: args.jwks_url.clone(),
+            },
+        },
+    };
+    let cfg = ServeConfig {
+        rules: args.rules,
+        listen: std::net::SocketAddr::new(args.listen_address, args.port),
+        push_auth,
+        max_copies: args.max_copies,
+        jobs: args.jobs.max(1),
+        grace: std::time::Duration::from_secs(args.shutdown_grace),
+    };
+    match crate::serve::run(cfg).await {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e @ (ServeError::Rules(_) | ServeError::Config(_))) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn rules_check(path: &Path) -> ExitCode {
+    match RuleSet::load(path) {
+        Ok(set) => {
+            println!(
+                "{}: {} rule(s), {} registr{} configured: OK",
+                path.display(),
+                set.rules.len(),
+                set.registries.registries.len(),
+                if set.registries.registries.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            );
+            ExitCode::from(EXIT_OK)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn plan(args: &PlanArgs) -> ExitCode {
+    let rules = match RuleSet::load(&args.rules) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let body = match std::fs::read(&args.event_file) {
+        Ok(b) => b,
+        Err(e) => return usage_error(format!("{}: {e}", args.event_file.display())),
+    };
+    let event = match decode_any(&body) {
+        Ok(e) => e,
+        Err(e) => return usage_error(format!("{}: {e}", args.event_file.display())),
+    };
+    let plan = crate::relay::plan(&rules, &event);
+    println!("event: {} {}", event.action, event.reference());
+    for m in &plan.matches {
+        let r = &m.rule;
+        let mut how = Vec::new();
+        if !r.platforms.is_empty() {
+            how.push(format!(
+                "platforms {}",
+                r.platforms
+                    .iter()
+                    .map(|p| format!(
+                        "{}/{}{}",
+                        p.os,
+                        p.architecture,
+                        p.variant
+                            .as_ref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        if r.referrers {
+            how.push("with referrers".into());
+        }
+        let verb = match event.action {
+            crate::event::Action::Insert => "copy to",
+            crate::event::Action::Delete => "delete tag from",
+        };
+        for t in &m.targets {
+            let tag = event
+                .tag
+                .as_ref()
+                .map(|t| format!(":{t}"))
+                .unwrap_or_default();
+            let extra = if how.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", how.join(", "))
+            };
+            println!("rule {}: {verb} {t}{tag}{extra}", r.name);
+        }
+    }
+    for rej in &plan.rejections {
+        println!(
+            "rule {}: no match: {} clause: {}",
+            rej.rule, rej.clause, rej.reason
+        );
+    }
+    if plan.matches.is_empty() {
+        println!("nothing would be copied");
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+/// An event file as an operator has it: a bare notification, a Pub/Sub push body, or a
+/// structured CloudEvent.
+fn decode_any(body: &[u8]) -> Result<crate::event::Event, crate::event::DecodeError> {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut meta = DeliveryMeta::default();
+    if value.get("specversion").is_some() {
+        meta.content_type = Some("application/cloudevents+json".into());
+    } else if value.get("message").is_none() {
+        meta.pubsub_message_id = Some("plan".into());
+    }
+    crate::event::decode(&meta, body)
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {

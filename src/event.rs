@@ -138,10 +138,11 @@ struct Notification {
 
 /// Decode a delivery into an event.
 pub fn decode(meta: &DeliveryMeta, body: &[u8]) -> Result<Event, DecodeError> {
-    let structured = meta
-        .content_type
-        .as_deref()
-        .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/cloudevents+json"));
+    let structured = meta.content_type.as_deref().is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/cloudevents+json")
+    });
     if meta.pubsub_message_id.is_some() && !structured {
         let n = parse_notification(body).map_err(|e| with_id(e, meta.pubsub_message_id.clone()))?;
         return build(
@@ -152,9 +153,15 @@ pub fn decode(meta: &DeliveryMeta, body: &[u8]) -> Result<Event, DecodeError> {
         )
         .map_err(|e| with_id(e, meta.pubsub_message_id.clone()));
     }
-    let root: Value = serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
     let (wrapped, form, fallback_id, fallback_time) = if structured {
-        let data = root.get("data").ok_or_else(|| bad("data", "missing: a CloudEvent must carry the Pub/Sub message under data"))?;
+        let data = root.get("data").ok_or_else(|| {
+            bad(
+                "data",
+                "missing: a CloudEvent must carry the Pub/Sub message under data",
+            )
+        })?;
         (
             data,
             DeliveryForm::CloudEventStructured,
@@ -162,21 +169,37 @@ pub fn decode(meta: &DeliveryMeta, body: &[u8]) -> Result<Event, DecodeError> {
             root.get("time").and_then(Value::as_str).map(str::to_owned),
         )
     } else if meta.ce_id.is_some() {
-        (&root, DeliveryForm::EventarcBinary, meta.ce_id.clone(), meta.ce_time.clone())
+        (
+            &root,
+            DeliveryForm::EventarcBinary,
+            meta.ce_id.clone(),
+            meta.ce_time.clone(),
+        )
     } else {
         (&root, DeliveryForm::PubSubPush, None, None)
     };
-    let message = wrapped.get("message").ok_or_else(|| bad("message", "missing"))?;
+    let message = wrapped
+        .get("message")
+        .ok_or_else(|| bad("message", "missing"))?;
     if !message.is_object() {
         return Err(bad("message", "must be an object"));
     }
     let message: PubsubMessage =
         PubsubMessage::deserialize(message).map_err(|e| bad("message", e.to_string()))?;
-    let id = message.message_id.or(message.message_id_snake).or(fallback_id);
-    let time = message.publish_time.or(message.publish_time_snake).or(fallback_time);
-    let data = message
-        .data
-        .ok_or_else(|| with_id(bad("message.data", "missing: the notification travels in data"), id.clone()))?;
+    let id = message
+        .message_id
+        .or(message.message_id_snake)
+        .or(fallback_id);
+    let time = message
+        .publish_time
+        .or(message.publish_time_snake)
+        .or(fallback_time);
+    let data = message.data.ok_or_else(|| {
+        with_id(
+            bad("message.data", "missing: the notification travels in data"),
+            id.clone(),
+        )
+    })?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .map_err(|e| with_id(bad("message.data", format!("not base64: {e}")), id.clone()))?;
@@ -195,7 +218,8 @@ fn with_id(mut e: DecodeError, id: Option<String>) -> DecodeError {
 }
 
 fn parse_notification(raw: &[u8]) -> Result<Notification, DecodeError> {
-    let v: Value = serde_json::from_slice(raw).map_err(|e| bad("body", format!("notification is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(raw)
+        .map_err(|e| bad("body", format!("notification is not JSON: {e}")))?;
     if !v.is_object() {
         return Err(bad("body", "notification must be a JSON object"));
     }
@@ -211,7 +235,12 @@ fn build(
     let action = match n.action.as_deref() {
         Some("INSERT") => Action::Insert,
         Some("DELETE") => Action::Delete,
-        Some(other) => return Err(bad("action", format!("unknown action {other:?}: expected INSERT or DELETE"))),
+        Some(other) => {
+            return Err(bad(
+                "action",
+                format!("unknown action {other:?}: expected INSERT or DELETE"),
+            ));
+        }
         None => return Err(bad("action", "missing")),
     };
     let digest_ref = n
@@ -238,7 +267,10 @@ fn build(
         .transpose()?;
     let repo = match (&digest_ref, &tag_ref) {
         (Some(d), Some(t)) if d.repo != t.repo => {
-            return Err(bad("tag", format!("names repository {} but digest names {}", t.repo, d.repo)));
+            return Err(bad(
+                "tag",
+                format!("names repository {} but digest names {}", t.repo, d.repo),
+            ));
         }
         (Some(d), _) => d.repo.clone(),
         (None, Some(t)) => t.repo.clone(),

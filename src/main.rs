@@ -3,32 +3,44 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use image_relay::cli::{Cli, Command};
+use image_relay::cli::{Cli, Command, LogFormatArg};
+use image_relay::telemetry::LogFormat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = match &cli.command {
-        Command::Copy(a) => a.quiet,
+    let (format, level, one_thread) = match &cli.command {
+        Command::Copy(a) => (LogFormat::Text, if a.quiet { "warn" } else { "info" }, true),
+        Command::Serve(a) => {
+            let json = match a.log_format {
+                LogFormatArg::Json => true,
+                LogFormatArg::Text => false,
+                LogFormatArg::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            (
+                if json {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                },
+                "info",
+                false,
+            )
+        }
+        Command::Rules(_) | Command::Plan(_) => (LogFormat::Text, "warn", true),
     };
-    let default_level = if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    image_relay::telemetry::init_logging(format, level);
     tune_allocator();
     // `copy` runs on one thread. A blob stream hops source connection -> hasher -> target
     // connection for every chunk; across worker threads each hop is a futex wake-up and a
     // context switch (17k per GiB measured), and on a small machine the registries need those
     // cores more than we do. One thread moved 1 GiB with 30% less CPU and less wall time
-    // (docs/BENCHMARKS.md).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // (docs/BENCHMARKS.md). `serve` answers many deliveries at once and uses every core.
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

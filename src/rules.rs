@@ -41,7 +41,11 @@ pub struct RuleError {
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -132,14 +136,23 @@ impl Rule {
     pub fn evaluate(&self, event: &Event) -> Verdict {
         let reject = |clause, reason: String| Verdict::Rejected { clause, reason };
         let Some(rel) = self.relative(&event.repo) else {
-            return reject(Clause::Source, format!("{} is not under {}", event.repo, self.source));
+            return reject(
+                Clause::Source,
+                format!("{} is not under {}", event.repo, self.source),
+            );
         };
         if !full_match(&self.images, rel) {
-            return reject(Clause::Image, format!("image {rel:?} matches none of the image patterns"));
+            return reject(
+                Clause::Image,
+                format!("image {rel:?} matches none of the image patterns"),
+            );
         }
         match (event.action, self.on_delete) {
             (Action::Delete, OnDelete::Ignore) => {
-                return reject(Clause::Action, "DELETE is ignored (on_delete = \"ignore\")".into());
+                return reject(
+                    Clause::Action,
+                    "DELETE is ignored (on_delete = \"ignore\")".into(),
+                );
             }
             (Action::Delete, OnDelete::Propagate) if event.tag.is_none() => {
                 return reject(Clause::Action, "only tag deletions are propagated".into());
@@ -148,15 +161,24 @@ impl Rule {
         }
         match &event.tag {
             None if !self.digests => {
-                return reject(Clause::Tag, "untagged push, and the rule says digests = false".into());
+                return reject(
+                    Clause::Tag,
+                    "untagged push, and the rule says digests = false".into(),
+                );
             }
             None => {}
             Some(tag) => {
                 if !full_match(&self.tags, tag.as_str()) {
-                    return reject(Clause::Tag, format!("tag {tag} matches none of the tag patterns"));
+                    return reject(
+                        Clause::Tag,
+                        format!("tag {tag} matches none of the tag patterns"),
+                    );
                 }
                 if full_match(&self.exclude_tags, tag.as_str()) {
-                    return reject(Clause::Exclude, format!("tag {tag} matches an exclude_tags pattern"));
+                    return reject(
+                        Clause::Exclude,
+                        format!("tag {tag} matches an exclude_tags pattern"),
+                    );
                 }
             }
         }
@@ -240,7 +262,10 @@ impl RuleSet {
                     errors.push(at(span.clone(), format!("registry {host:?}: {reason}")));
                 }
                 if registries.insert(host.clone(), settings).is_some() {
-                    errors.push(at(span, format!("registry {host:?} is configured more than once")));
+                    errors.push(at(
+                        span,
+                        format!("registry {host:?} is configured more than once"),
+                    ));
                 }
             }
             for raw in shape.rule {
@@ -248,9 +273,14 @@ impl RuleSet {
                 match compile(raw.into_inner(), &at) {
                     Ok((rule, hosts)) => {
                         if !names.insert(rule.name.clone()) {
-                            errors.push(at(span, format!("rule name {:?} is used twice", rule.name)));
+                            errors
+                                .push(at(span, format!("rule name {:?} is used twice", rule.name)));
                         }
-                        used_hosts.extend(hosts.into_iter().map(|(h, s)| (h, fi, s, rule.name.clone())));
+                        used_hosts.extend(
+                            hosts
+                                .into_iter()
+                                .map(|(h, s)| (h, fi, s, rule.name.clone())),
+                        );
                         rules.push(rule);
                     }
                     Err(mut e) => errors.append(&mut e),
@@ -350,13 +380,20 @@ struct RuleShape {
 
 type Hosts = Vec<(String, Range<usize>)>;
 
-fn compile(r: RuleShape, at: &dyn Fn(Range<usize>, String) -> RuleError) -> Result<(Rule, Hosts), Vec<RuleError>> {
+fn compile(
+    r: RuleShape,
+    at: &dyn Fn(Range<usize>, String) -> RuleError,
+) -> Result<(Rule, Hosts), Vec<RuleError>> {
     let mut errors = Vec::new();
     let name = r.name.get_ref().trim().to_owned();
     if name.is_empty() {
         errors.push(at(r.name.span(), "name must not be empty".into()));
     }
-    let label = if name.is_empty() { "(unnamed)".to_owned() } else { name.clone() };
+    let label = if name.is_empty() {
+        "(unnamed)".to_owned()
+    } else {
+        name.clone()
+    };
     let mut hosts = Vec::new();
     let source = match Repository::parse(r.source.get_ref()) {
         Ok(s) => {
@@ -368,33 +405,49 @@ fn compile(r: RuleShape, at: &dyn Fn(Range<usize>, String) -> RuleError) -> Resu
             None
         }
     };
-    let patterns = |field: &str, list: &[Spanned<String>], errors: &mut Vec<RuleError>| -> Vec<Regex> {
-        list.iter()
-            .filter_map(|p| {
-                match RegexBuilder::new(&format!("^(?:{})$", p.get_ref()))
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
-                    Ok(re) => Some(re),
-                    Err(e) => {
-                        errors.push(at(p.span(), format!("rule {label:?}: {field}: bad pattern {:?}: {e}", p.get_ref())));
-                        None
+    let patterns =
+        |field: &str, list: &[Spanned<String>], errors: &mut Vec<RuleError>| -> Vec<Regex> {
+            list.iter()
+                .filter_map(|p| {
+                    match RegexBuilder::new(&format!("^(?:{})$", p.get_ref()))
+                        .size_limit(REGEX_SIZE_LIMIT)
+                        .build()
+                    {
+                        Ok(re) => Some(re),
+                        Err(e) => {
+                            errors.push(at(
+                                p.span(),
+                                format!(
+                                    "rule {label:?}: {field}: bad pattern {:?}: {e}",
+                                    p.get_ref()
+                                ),
+                            ));
+                            None
+                        }
                     }
-                }
-            })
-            .collect()
-    };
+                })
+                .collect()
+        };
     if r.images.get_ref().is_empty() {
-        errors.push(at(r.images.span(), format!("rule {label:?}: images needs at least one pattern")));
+        errors.push(at(
+            r.images.span(),
+            format!("rule {label:?}: images needs at least one pattern"),
+        ));
     }
     if r.tags.get_ref().is_empty() && !r.digests {
-        errors.push(at(r.tags.span(), format!("rule {label:?}: tags needs at least one pattern (or digests = true)")));
+        errors.push(at(
+            r.tags.span(),
+            format!("rule {label:?}: tags needs at least one pattern (or digests = true)"),
+        ));
     }
     let images = patterns("images", r.images.get_ref(), &mut errors);
     let tags = patterns("tags", r.tags.get_ref(), &mut errors);
     let exclude_tags = patterns("exclude_tags", &r.exclude_tags, &mut errors);
     if r.targets.get_ref().is_empty() {
-        errors.push(at(r.targets.span(), format!("rule {label:?}: targets needs at least one repository")));
+        errors.push(at(
+            r.targets.span(),
+            format!("rule {label:?}: targets needs at least one repository"),
+        ));
     }
     let mut targets = Vec::new();
     for t in r.targets.get_ref() {
@@ -403,7 +456,8 @@ fn compile(r: RuleShape, at: &dyn Fn(Range<usize>, String) -> RuleError) -> Resu
             Ok(target) => {
                 if let Some(src) = &source {
                     let under = target.registry == src.registry
-                        && (target.path == src.path || target.path.starts_with(&format!("{}/", src.path)));
+                        && (target.path == src.path
+                            || target.path.starts_with(&format!("{}/", src.path)));
                     if under {
                         errors.push(at(
                             t.span(),
@@ -492,7 +546,11 @@ auth = "none"
     #[test]
     fn a_matching_event_keeps_its_path_below_the_source() {
         let set = parse(&rule("")).unwrap();
-        let v = set.rules[0].evaluate(&event(Action::Insert, "src.example/releases/tools/lint", Some("v2")));
+        let v = set.rules[0].evaluate(&event(
+            Action::Insert,
+            "src.example/releases/tools/lint",
+            Some("v2"),
+        ));
         assert_eq!(
             v,
             Verdict::Match {
@@ -509,21 +567,77 @@ auth = "none"
             Verdict::Rejected { clause, .. } => Some(clause),
             Verdict::Match { .. } => None,
         };
-        assert_eq!(clause(event(Action::Insert, "other.example/releases/app", Some("v1"))), Some(Clause::Source));
-        assert_eq!(clause(event(Action::Insert, "src.example/releases2/app", Some("v1"))), Some(Clause::Source));
-        assert_eq!(clause(event(Action::Insert, "src.example/releases/app2", Some("v1"))), Some(Clause::Image));
-        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", Some("v1-beta"))), Some(Clause::Tag));
-        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", Some("v0"))), Some(Clause::Exclude));
-        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", None)), Some(Clause::Tag));
-        assert_eq!(clause(event(Action::Delete, "src.example/releases/app", Some("v1"))), Some(Clause::Action));
-        assert_eq!(clause(event(Action::Insert, "src.example/releases/app", Some("latest"))), None);
+        assert_eq!(
+            clause(event(
+                Action::Insert,
+                "other.example/releases/app",
+                Some("v1")
+            )),
+            Some(Clause::Source)
+        );
+        assert_eq!(
+            clause(event(
+                Action::Insert,
+                "src.example/releases2/app",
+                Some("v1")
+            )),
+            Some(Clause::Source)
+        );
+        assert_eq!(
+            clause(event(
+                Action::Insert,
+                "src.example/releases/app2",
+                Some("v1")
+            )),
+            Some(Clause::Image)
+        );
+        assert_eq!(
+            clause(event(
+                Action::Insert,
+                "src.example/releases/app",
+                Some("v1-beta")
+            )),
+            Some(Clause::Tag)
+        );
+        assert_eq!(
+            clause(event(
+                Action::Insert,
+                "src.example/releases/app",
+                Some("v0")
+            )),
+            Some(Clause::Exclude)
+        );
+        assert_eq!(
+            clause(event(Action::Insert, "src.example/releases/app", None)),
+            Some(Clause::Tag)
+        );
+        assert_eq!(
+            clause(event(
+                Action::Delete,
+                "src.example/releases/app",
+                Some("v1")
+            )),
+            Some(Clause::Action)
+        );
+        assert_eq!(
+            clause(event(
+                Action::Insert,
+                "src.example/releases/app",
+                Some("latest")
+            )),
+            None
+        );
         let digests = parse(&rule("digests = true\non_delete = \"propagate\"")).unwrap();
         assert!(matches!(
             digests.rules[0].evaluate(&event(Action::Insert, "src.example/releases/app", None)),
             Verdict::Match { .. }
         ));
         assert!(matches!(
-            digests.rules[0].evaluate(&event(Action::Delete, "src.example/releases/app", Some("v1"))),
+            digests.rules[0].evaluate(&event(
+                Action::Delete,
+                "src.example/releases/app",
+                Some("v1")
+            )),
             Verdict::Match { .. }
         ));
     }
@@ -532,7 +646,11 @@ auth = "none"
     fn mistakes_are_reported_with_file_line_and_column() {
         let errs = parse(&rule("colour = \"blue\"")).unwrap_err();
         assert_eq!(errs.len(), 1);
-        assert_eq!((errs[0].line, errs[0].file.as_str()), (8, "relay.toml"), "{errs:?}");
+        assert_eq!(
+            (errs[0].line, errs[0].file.as_str()),
+            (8, "relay.toml"),
+            "{errs:?}"
+        );
         assert!(errs[0].message.contains("colour"), "{errs:?}");
 
         let text = rule("").replace("'v[0-9]+'", "'v[0-9+'");
@@ -540,16 +658,26 @@ auth = "none"
         assert_eq!((errs[0].line, errs[0].column), (5, 9), "{errs:?}");
         assert!(errs[0].message.contains("bad pattern"), "{errs:?}");
 
-        let errs = parse(&rule("").replace("dst.example/incoming", "src.example/releases")).unwrap_err();
-        assert!(errs[0].message.contains("is the source or lies under it"), "{errs:?}");
-        let errs = parse(&rule("").replace("dst.example/incoming", "src.example/releases/mirror")).unwrap_err();
+        let errs =
+            parse(&rule("").replace("dst.example/incoming", "src.example/releases")).unwrap_err();
+        assert!(
+            errs[0].message.contains("is the source or lies under it"),
+            "{errs:?}"
+        );
+        let errs = parse(&rule("").replace("dst.example/incoming", "src.example/releases/mirror"))
+            .unwrap_err();
         assert!(errs[0].message.contains("lies under it"), "{errs:?}");
 
-        let errs = parse(&rule("").replace("[registry.\"dst.example\"]\nauth = \"none\"\n", "")).unwrap_err();
+        let errs = parse(&rule("").replace("[registry.\"dst.example\"]\nauth = \"none\"\n", ""))
+            .unwrap_err();
         assert!(errs[0].message.contains("has no auth settings"), "{errs:?}");
         assert_eq!(errs[0].line, 7, "points at the target: {errs:?}");
 
-        let errs = parse(&rule("").replace("[registry.\"dst.example\"]\nauth = \"none\"", "[registry.\"dst.example\"]\ninsecure = true")).unwrap_err();
+        let errs = parse(&rule("").replace(
+            "[registry.\"dst.example\"]\nauth = \"none\"",
+            "[registry.\"dst.example\"]\ninsecure = true",
+        ))
+        .unwrap_err();
         assert!(errs[0].message.contains("auth"), "{errs:?}");
     }
 
@@ -558,8 +686,17 @@ auth = "none"
         let a = ("a.toml".to_owned(), rule(""));
         let b = ("b.toml".to_owned(), rule("").replace(REGISTRIES, ""));
         let errs = RuleSet::parse(&[a.clone(), b]).unwrap_err();
-        assert!(errs.iter().any(|e| e.file == "b.toml" && e.message.contains("used twice")), "{errs:?}");
-        let c = ("c.toml".to_owned(), rule("").replace("name = \"r\"", "name = \"s\"").replace(REGISTRIES, ""));
+        assert!(
+            errs.iter()
+                .any(|e| e.file == "b.toml" && e.message.contains("used twice")),
+            "{errs:?}"
+        );
+        let c = (
+            "c.toml".to_owned(),
+            rule("")
+                .replace("name = \"r\"", "name = \"s\"")
+                .replace(REGISTRIES, ""),
+        );
         assert_eq!(RuleSet::parse(&[a, c]).unwrap().rules.len(), 2);
     }
 }

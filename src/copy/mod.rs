@@ -289,9 +289,20 @@ impl Engine {
                 }
                 Ok((node, referrers)) => {
                     let targets: Vec<RepoClient> = pending.iter().map(|(_, c)| c.clone()).collect();
-                    let source_digest = report.filtered_from.clone().unwrap_or_else(|| digest.clone());
+                    let source_digest = report
+                        .filtered_from
+                        .clone()
+                        .unwrap_or_else(|| digest.clone());
                     let outcomes = self
-                        .write_targets(&source, &source_digest, &node, &referrers, &req, &pending, &targets)
+                        .write_targets(
+                            &source,
+                            &source_digest,
+                            &node,
+                            &referrers,
+                            &req,
+                            &pending,
+                            &targets,
+                        )
                         .await;
                     for ((i, _), r) in pending.iter().zip(outcomes) {
                         results[*i] = Some(r);

@@ -1,0 +1,185 @@
+//! The edge: an axum router that turns a push delivery into an [`Event`], hands it to the
+//! [`Relay`], and maps the outcome to the one status Pub/Sub and Eventarc act on: 2xx to
+//! acknowledge, anything else to redeliver later.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::event::{DeliveryMeta, Event, decode};
+use crate::push_auth::PushAuth;
+use crate::relay::{Disposition, Relay, plan};
+use crate::telemetry::Metrics;
+
+/// Notifications are a few hundred bytes; anything near this is not one.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub relay: Arc<Relay>,
+    pub push_auth: PushAuth,
+    /// Copies allowed at once; past it deliveries get 429 so Pub/Sub backs off.
+    pub copies: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    /// False while shutting down: `/readyz` says so.
+    pub ready: AtomicBool,
+}
+
+/// The service's routes; tests drive it without a socket.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(deliver))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn json_reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The Cloud Trace id of the delivery, from `traceparent` or `X-Cloud-Trace-Context`.
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    if let Some(tp) = header_string(headers, "traceparent") {
+        // version-traceid-spanid-flags
+        return tp.split('-').nth(1).map(str::to_owned);
+    }
+    header_string(headers, "x-cloud-trace-context")
+        .and_then(|v| v.split('/').next().map(str::to_owned))
+}
+
+async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let trace = trace_id(&headers).unwrap_or_default();
+    let auth = header_string(&headers, header::AUTHORIZATION.as_str());
+    if let Err(e) = state.push_auth.check(auth.as_deref()).await {
+        let (status, outcome) = if e.is_transient() {
+            (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable")
+        } else {
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        };
+        tracing::warn!(trace = %trace, error = %e, "push request refused");
+        state.metrics.event("unknown", "unknown", outcome);
+        return json_reply(status, json!({ "error": e.to_string() }));
+    }
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        tracing::error!(trace = %trace, "delivery refused: body larger than 1 MiB");
+        state.metrics.event("unknown", "unknown", "malformed");
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": { "field": "body", "reason": "larger than 1 MiB" } }),
+        );
+    };
+    let meta = DeliveryMeta {
+        content_type: header_string(&headers, header::CONTENT_TYPE.as_str()),
+        ce_id: header_string(&headers, "ce-id"),
+        ce_time: header_string(&headers, "ce-time"),
+        pubsub_message_id: header_string(&headers, "x-goog-pubsub-message-id"),
+        pubsub_publish_time: header_string(&headers, "x-goog-pubsub-publish-time"),
+    };
+    let event = match decode(&meta, &bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(
+                trace = %trace,
+                message_id = e.message_id.as_deref().unwrap_or(""),
+                field = %e.field,
+                reason = %e.reason,
+                "delivery refused: {e}"
+            );
+            state.metrics.event("unknown", "unknown", "malformed");
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": { "field": e.field, "reason": e.reason }, "message_id": e.message_id }),
+            );
+        }
+    };
+    handle(&state, event, &trace).await
+}
+
+async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
+    let message_id = event.message_id.clone().unwrap_or_default();
+    let form = event.delivery.as_str();
+    let action = event.action.to_string();
+    let loaded = state.relay.loaded();
+    let plan = plan(&loaded.rules, &event);
+    drop(loaded);
+    if plan.matches.is_empty() {
+        let reason = if plan.rejections.iter().all(|r| r.clause == "source") {
+            format!("no rule watches {}", event.repo)
+        } else {
+            "no rule matches".to_owned()
+        };
+        tracing::info!(trace = %trace, message_id = %message_id, source = %event.reference(), "{reason}");
+        state.metrics.event(form, &action, "ignored");
+        // A 204 carries no body, so the JSON reason travels in a header.
+        let detail = json!({ "reason": reason, "rejections": plan.rejections }).to_string();
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Ok(v) = HeaderValue::from_str(&detail) {
+            resp.headers_mut().insert("x-image-relay-reason", v);
+        }
+        return resp;
+    }
+    let Ok(_permit) = state.copies.clone().try_acquire_owned() else {
+        tracing::warn!(trace = %trace, message_id = %message_id, "too many copies in flight: asking for redelivery");
+        state.metrics.event(form, &action, "throttled");
+        return json_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({ "error": "too many copies in flight", "message_id": message_id }),
+        );
+    };
+    let outcome = state.relay.handle(&event, &plan).await;
+    for t in &outcome.targets {
+        match &t.status {
+            crate::relay::TargetStatus::Failed { error, retryable } => tracing::error!(
+                trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
+                retryable = *retryable, "copy failed: {error}"
+            ),
+            s => tracing::info!(
+                trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
+                source = %outcome.source, "{}", s.label()
+            ),
+        }
+    }
+    let (status, label) = match outcome.disposition() {
+        Disposition::NothingMatched | Disposition::Done => (StatusCode::OK, "done"),
+        Disposition::RetryLater => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
+        Disposition::FailedPermanently => (StatusCode::OK, "failed"),
+    };
+    state.metrics.event(form, &action, label);
+    json_reply(status, serde_json::to_value(&outcome).unwrap_or_default())
+}

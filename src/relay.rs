@@ -1,0 +1,430 @@
+//! What the service does with one event: match it against the rules, copy to the targets of
+//! every matching rule (or propagate a tag deletion), and sum up the outcome. No HTTP here:
+//! the edge maps a [`Disposition`] to a status once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::ConfigError;
+use crate::copy::progress::Progress;
+use crate::copy::{CopyError, CopyOptions, CopyRequest, Engine, TargetOutcome};
+use crate::event::{Action, Event};
+use crate::reference::{Reference, Repository};
+use crate::registry::Registries;
+use crate::registry::error::RegistryError;
+use crate::registry::retry::RetryPolicy;
+use crate::rules::{Rule, RuleSet, Verdict};
+use crate::telemetry::Metrics;
+
+/// Rules in force and the registry clients built from their settings.
+pub struct Loaded {
+    pub rules: RuleSet,
+    pub registries: Arc<Registries>,
+}
+
+/// A rule that matched, and where the event's image goes.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub rule: Rule,
+    pub targets: Vec<Repository>,
+}
+
+/// A rule that did not match, and the clause that turned the event away.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    pub rule: String,
+    pub clause: String,
+    pub reason: String,
+}
+
+/// What the rules make of an event, before anything is written.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub matches: Vec<Match>,
+    pub rejections: Vec<Rejection>,
+}
+
+/// Match `event` against `rules`: pure, no I/O (also what `image-relay plan` prints).
+pub fn plan(rules: &RuleSet, event: &Event) -> Plan {
+    let mut matches = Vec::new();
+    let mut rejections = Vec::new();
+    for (rule, verdict) in rules.evaluate(event) {
+        match verdict {
+            Verdict::Match { targets } => matches.push(Match {
+                rule: rule.clone(),
+                targets,
+            }),
+            Verdict::Rejected { clause, reason } => rejections.push(Rejection {
+                rule: rule.name.clone(),
+                clause: clause.to_string(),
+                reason,
+            }),
+        }
+    }
+    Plan {
+        matches,
+        rejections,
+    }
+}
+
+/// What happened at one target.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum TargetStatus {
+    Copied,
+    AlreadyPresent,
+    /// Content copied; the tag was left alone because the source tag has moved on.
+    TagSuperseded,
+    Deleted,
+    /// Nothing to delete: the target lacks the tag, or the source has it again.
+    NothingToDelete {
+        reason: String,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+}
+
+impl TargetStatus {
+    pub fn label(&self) -> &'static str {
+        match self {
+            TargetStatus::Copied => "copied",
+            TargetStatus::AlreadyPresent => "already_present",
+            TargetStatus::TagSuperseded => "tag_superseded",
+            TargetStatus::Deleted => "deleted",
+            TargetStatus::NothingToDelete { .. } => "nothing_to_delete",
+            TargetStatus::Failed {
+                retryable: true, ..
+            } => "failed_retryable",
+            TargetStatus::Failed {
+                retryable: false, ..
+            } => "failed",
+        }
+    }
+}
+
+/// One target's result, for the reply and the logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub rule: String,
+    pub target: String,
+    #[serde(flatten)]
+    pub status: TargetStatus,
+}
+
+/// How the delivery should be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// No rule matched: acknowledge, nothing was contacted.
+    NothingMatched,
+    /// Everything is in place (or deliberately left alone): acknowledge.
+    Done,
+    /// Some target failed in a way a later delivery can fix: ask Pub/Sub to retry.
+    RetryLater,
+    /// Some target failed in a way no retry can fix: acknowledge, report, alert.
+    FailedPermanently,
+}
+
+/// The result of handling one event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub message_id: Option<String>,
+    pub source: String,
+    pub targets: Vec<TargetResult>,
+    pub rejections: Vec<Rejection>,
+}
+
+impl Outcome {
+    pub fn disposition(&self) -> Disposition {
+        if self.targets.is_empty() {
+            return Disposition::NothingMatched;
+        }
+        let failed = |retryable: bool| {
+            self.targets.iter().any(
+                |t| matches!(t.status, TargetStatus::Failed { retryable: r, .. } if r == retryable),
+            )
+        };
+        if failed(true) {
+            Disposition::RetryLater
+        } else if failed(false) {
+            Disposition::FailedPermanently
+        } else {
+            Disposition::Done
+        }
+    }
+}
+
+/// Whether a later delivery of the same event can succeed where this one failed. Network
+/// trouble, 5xx, 429 and 401/403 (an IAM grant fixes those) can; a missing source, content
+/// that fails verification, or a target refusing the manifest (an immutable tag holding
+/// another digest, say) cannot.
+pub fn retry_can_help(e: &CopyError) -> bool {
+    match e {
+        CopyError::Registry(r) => r.is_retryable() || r.is_denied(),
+        CopyError::Config(_) => false,
+        CopyError::SourceNotFound(_)
+        | CopyError::DigestMismatch { .. }
+        | CopyError::Source { .. } => false,
+    }
+}
+
+/// Serializes work on one target tag within the process: two deliveries moving the same tag
+/// must not interleave their "check the source tag, then write the target tag" steps.
+#[derive(Default)]
+struct TagLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl TagLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get(key).and_then(Weak::upgrade) {
+            return l;
+        }
+        // Entries of finished work are dropped as the map grows.
+        if map.len() > 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_owned(), Arc::downgrade(&l));
+        l
+    }
+}
+
+/// The service's domain: rules in force, registries, per-tag locks, metrics.
+pub struct Relay {
+    loaded: ArcSwap<Loaded>,
+    locks: TagLocks,
+    jobs: usize,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    pub fn new(
+        rules: RuleSet,
+        jobs: usize,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
+        let loaded = Self::build(rules, &retry)?;
+        Ok(Relay {
+            loaded: ArcSwap::from_pointee(loaded),
+            locks: TagLocks::default(),
+            jobs,
+            retry,
+            metrics,
+        })
+    }
+
+    fn build(rules: RuleSet, retry: &RetryPolicy) -> Result<Loaded, ConfigError> {
+        let registries = Registries::new(rules.registries.clone(), retry.clone()).map_err(|e| {
+            ConfigError::Parse {
+                path: "HTTP client".into(),
+                message: e.to_string(),
+            }
+        })?;
+        // Credentials are resolved now, so a missing password variable fails the load, not
+        // the first copy.
+        for host in rules.registries.registries.keys() {
+            registries.host(host)?;
+        }
+        Ok(Loaded {
+            rules,
+            registries: Arc::new(registries),
+        })
+    }
+
+    /// Put new rules in force; work in flight finishes with the rules it started with.
+    pub fn replace_rules(&self, rules: RuleSet) -> Result<(), ConfigError> {
+        let loaded = Self::build(rules, &self.retry)?;
+        self.loaded.store(Arc::new(loaded));
+        Ok(())
+    }
+
+    /// The rules in force.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.load_full()
+    }
+
+    /// Handle one event: copies, tag guards, deletions. Only sources named in matching rules
+    /// are contacted; an event no rule matches touches no registry.
+    pub async fn handle(&self, event: &Event, plan: &Plan) -> Outcome {
+        let loaded = self.loaded();
+        let mut targets = Vec::new();
+        for m in &plan.matches {
+            let results = match event.action {
+                Action::Insert => self.copy(&loaded, event, m).await,
+                Action::Delete => self.delete(&loaded, event, m).await,
+            };
+            for (target, status) in results {
+                self.metrics.copy(&m.rule.name, &target, status.label());
+                targets.push(TargetResult {
+                    rule: m.rule.name.clone(),
+                    target,
+                    status,
+                });
+            }
+        }
+        Outcome {
+            message_id: event.message_id.clone(),
+            source: event.reference().to_string(),
+            targets,
+            rejections: plan.rejections.clone(),
+        }
+    }
+
+    async fn copy(&self, loaded: &Loaded, event: &Event, m: &Match) -> Vec<(String, TargetStatus)> {
+        let source = event.reference();
+        let targets: Vec<Reference> = m
+            .targets
+            .iter()
+            .map(|t| Reference {
+                repo: t.clone(),
+                tag: None,
+                digest: None,
+            })
+            .collect();
+        let names: Vec<String> = targets
+            .iter()
+            .map(|t| match &source.tag {
+                Some(tag) => format!("{}:{tag}", t.repo),
+                None => t.repo.to_string(),
+            })
+            .collect();
+        // Lock every target tag, in a fixed order so two events cannot deadlock.
+        let mut keys: Vec<&String> = names.iter().collect();
+        keys.sort();
+        let locks: Vec<_> = keys.iter().map(|k| self.locks.get(k)).collect();
+        let mut guards = Vec::with_capacity(locks.len());
+        for l in &locks {
+            guards.push(l.lock().await);
+        }
+        let opts = CopyOptions {
+            jobs: self.jobs,
+            platforms: m.rule.platforms.clone(),
+            referrers: m.rule.referrers,
+        };
+        let engine = Engine::new(loaded.registries.clone(), opts, Progress::Silent);
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let report = engine
+            .copy(CopyRequest {
+                source,
+                targets,
+                guard_tag: true,
+            })
+            .await;
+        self.metrics.in_flight.dec();
+        self.metrics.observe_copy(engine.stats(), started.elapsed());
+        drop(guards);
+        report
+            .targets
+            .into_iter()
+            .zip(names)
+            .map(|((_, result), name)| {
+                let status = match result {
+                    Ok(TargetOutcome::Copied) => TargetStatus::Copied,
+                    Ok(TargetOutcome::AlreadyPresent) => TargetStatus::AlreadyPresent,
+                    Ok(TargetOutcome::TagSuperseded { .. }) => TargetStatus::TagSuperseded,
+                    Err(e) => TargetStatus::Failed {
+                        retryable: retry_can_help(&e),
+                        error: e.to_string(),
+                    },
+                };
+                if matches!(status, TargetStatus::Copied | TargetStatus::AlreadyPresent) {
+                    self.metrics.replicated(event.publish_time.as_deref());
+                }
+                (name, status)
+            })
+            .collect()
+    }
+
+    /// `on_delete = "propagate"`: remove the tag from the targets, but only once the source
+    /// really no longer has it (a delete delivered after a re-push must not remove a live tag).
+    async fn delete(
+        &self,
+        loaded: &Loaded,
+        event: &Event,
+        m: &Match,
+    ) -> Vec<(String, TargetStatus)> {
+        let Some(tag) = &event.tag else {
+            return Vec::new();
+        };
+        let names: Vec<String> = m.targets.iter().map(|t| format!("{t}:{tag}")).collect();
+        let fail = |e: RegistryError| TargetStatus::Failed {
+            retryable: e.is_retryable() || e.is_denied(),
+            error: e.to_string(),
+        };
+        let source = match loaded.registries.repo(&event.repo) {
+            Ok(s) => s,
+            Err(e) => {
+                let status = TargetStatus::Failed {
+                    retryable: false,
+                    error: e.to_string(),
+                };
+                return names.into_iter().map(|n| (n, status.clone())).collect();
+            }
+        };
+        match source.head_manifest(tag.as_str()).await {
+            Ok(Some(_)) => {
+                let status = TargetStatus::NothingToDelete {
+                    reason: "the source has the tag again".into(),
+                };
+                return names.into_iter().map(|n| (n, status.clone())).collect();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let status = fail(e);
+                return names.into_iter().map(|n| (n, status.clone())).collect();
+            }
+        }
+        let mut out = Vec::new();
+        for (t, name) in m.targets.iter().zip(names) {
+            let lock = self.locks.get(&name);
+            let _guard = lock.lock().await;
+            let status = match loaded.registries.repo(t) {
+                Err(e) => TargetStatus::Failed {
+                    retryable: false,
+                    error: e.to_string(),
+                },
+                Ok(client) => match delete_tag(&client, tag.as_str()).await {
+                    Ok(true) => TargetStatus::Deleted,
+                    Ok(false) => TargetStatus::NothingToDelete {
+                        reason: "the target does not have the tag".into(),
+                    },
+                    Err(e) => fail(e),
+                },
+            };
+            out.push((name, status));
+        }
+        out
+    }
+}
+
+/// Delete a tag. Registries implementing distribution-spec 1.1 delete tags by name; older
+/// ones (distribution 2.x) answer 400/405 `UNSUPPORTED` and can only delete the manifest the
+/// tag points at, which is what happens then.
+async fn delete_tag(
+    client: &crate::registry::RepoClient,
+    tag: &str,
+) -> Result<bool, RegistryError> {
+    let Some(head) = client.head_manifest(tag).await? else {
+        return Ok(false);
+    };
+    match client.delete_manifest(tag).await {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.status(), Some(400 | 405)) || e.has_code("UNSUPPORTED") => {
+            match head.digest {
+                Some(d) => client.delete_manifest(d.as_str()).await.map(|()| true),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

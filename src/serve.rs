@@ -1,0 +1,235 @@
+//! The `serve` process: load rules, listen, reload rules on file change or SIGHUP, and on
+//! SIGTERM stop accepting, let in-flight copies finish within a grace period, then exit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::http::{AppState, app};
+use crate::push_auth::{PushAuth, PushAuthMode};
+use crate::registry::retry::RetryPolicy;
+use crate::relay::Relay;
+use crate::rules::{RuleError, RuleSet};
+use crate::telemetry::Metrics;
+
+/// Several file events arrive for one save (write, rename, chmod): reload once they settle.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub rules: PathBuf,
+    pub listen: SocketAddr,
+    pub push_auth: PushAuthMode,
+    /// Copies at once; deliveries past it get 429.
+    pub max_copies: usize,
+    /// Concurrent blob transfers per copy.
+    pub jobs: usize,
+    /// How long in-flight copies may run after SIGTERM.
+    pub grace: Duration,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid rules:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<RuleError>),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+    let rules = RuleSet::load(&cfg.rules).map_err(ServeError::Rules)?;
+    let metrics = Arc::new(Metrics::new());
+    let relay = Arc::new(Relay::new(
+        rules,
+        cfg.jobs,
+        RetryPolicy::default(),
+        metrics.clone(),
+    )?);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let state = Arc::new(AppState {
+        relay: relay.clone(),
+        push_auth: PushAuth::new(cfg.push_auth.clone(), http),
+        copies: Arc::new(Semaphore::new(cfg.max_copies.max(1))),
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(true),
+    });
+    spawn_reloader(cfg.rules.clone(), relay, metrics);
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(cfg.listen);
+    tracing::info!(address = %addr, rules = %cfg.rules.display(), "serving");
+
+    let stopping = Arc::new(Notify::new());
+    let on_signal = {
+        let stopping = stopping.clone();
+        let state = state.clone();
+        async move {
+            terminated().await;
+            tracing::info!("stopping: no new deliveries, finishing those in flight");
+            state.ready.store(false, Ordering::Relaxed);
+            stopping.notify_waiters();
+            stopping.notify_one();
+        }
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(on_signal);
+    let grace = cfg.grace;
+    tokio::select! {
+        r = server => r.map_err(ServeError::Serve)?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over: exiting with copies in flight"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reload on changes under the rules path and on SIGHUP. An invalid edit keeps the rules in
+/// force, logs every error and counts a failed reload.
+fn spawn_reloader(path: PathBuf, relay: Arc<Relay>, metrics: Arc<Metrics>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+    let watcher = watch(&path, tx.clone());
+    #[cfg(unix)]
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = tx.send("SIGHUP");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        // The watcher stops when dropped: keep it as long as this task lives.
+        let _watcher = watcher;
+        while let Some(why) = rx.recv().await {
+            tokio::time::sleep(RELOAD_DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            match RuleSet::load(&path) {
+                Ok(rules) => {
+                    let n = rules.rules.len();
+                    match relay.replace_rules(rules) {
+                        Ok(()) => {
+                            metrics.reload(true);
+                            tracing::info!(trigger = why, rules = n, "rules reloaded");
+                        }
+                        Err(e) => {
+                            metrics.reload(false);
+                            tracing::error!(
+                                trigger = why,
+                                "rules not reloaded, previous rules stay in force: {e}"
+                            );
+                        }
+                    }
+                }
+                Err(errors) => {
+                    metrics.reload(false);
+                    for e in &errors {
+                        tracing::error!(
+                            trigger = why,
+                            "rules not reloaded, previous rules stay in force: {e}"
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Watch the rules file's directory (editors replace files by rename, which a watch on the
+/// file itself would lose) or the rules directory.
+fn watch(
+    path: &Path,
+    tx: mpsc::UnboundedSender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let (dir, file) = if path.is_dir() {
+        (path.to_owned(), None)
+    } else {
+        (
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned(),
+            path.file_name().map(|f| f.to_owned()),
+        )
+    };
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if ev.kind.is_access() {
+            return;
+        }
+        let relevant = match &file {
+            Some(name) => ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str())),
+            None => ev
+                .paths
+                .iter()
+                .any(|p| p.extension().is_some_and(|x| x == "toml")),
+        };
+        if relevant {
+            let _ = tx.send("file change");
+        }
+    })
+    .map_err(|e| tracing::warn!("rules will reload on SIGHUP only: cannot watch files: {e}"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(
+            "rules will reload on SIGHUP only: cannot watch {}: {e}",
+            dir.display()
+        );
+        return None;
+    }
+    Some(watcher)
+}
