@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use image_relay::event::{Action, DecodeError, DeliveryForm, DeliveryMeta, Event, decode};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// Body and headers of a delivery fixture, as the HTTP edge would hand them over.
@@ -15,7 +17,9 @@ fn delivery(name: &str) -> (DeliveryMeta, Vec<u8>) {
     let mut meta = DeliveryMeta::default();
     if let Ok(h) = std::fs::read_to_string(fixture(&format!("{name}.headers"))) {
         for line in h.lines() {
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             let v = Some(v.trim().to_owned());
             match k.trim().to_ascii_lowercase().as_str() {
                 "content-type" => meta.content_type = v,
@@ -42,7 +46,10 @@ fn pubsub_push_wrapped_decodes_with_tag_digest_and_ids() {
     let e = decode_delivery("delivery/pubsub-push").unwrap();
     assert_eq!(e.action, Action::Insert);
     assert_eq!(e.delivery, DeliveryForm::PubSubPush);
-    assert_eq!(e.repo.to_string(), "us-docker.pkg.dev/src-proj/releases/team/app");
+    assert_eq!(
+        e.repo.to_string(),
+        "us-docker.pkg.dev/src-proj/releases/team/app"
+    );
     assert_eq!(e.tag.as_ref().unwrap().as_str(), "v1.2.3");
     assert_eq!(e.digest.as_ref().unwrap().as_str(), DIGEST);
     assert_eq!(e.message_id.as_deref(), Some("2070443601311541"));
@@ -87,13 +94,48 @@ fn every_notification_shape_decodes() {
         ..DeliveryMeta::default()
     };
     let cases = [
-        ("ar-insert-tag", "us-docker.pkg.dev/src-proj/releases/team/app", Some("v1.2.3"), true),
-        ("ar-insert-digest", "us-docker.pkg.dev/src-proj/releases/team/app", None, true),
-        ("ar-delete-tag", "us-docker.pkg.dev/src-proj/releases/team/app", Some("v1.2.3"), false),
-        ("ar-delete-digest", "us-docker.pkg.dev/src-proj/releases/team/app", None, true),
-        ("ar-domain-scoped-project", "us-west1-docker.pkg.dev/example.com/my-project/my-repo/image-name", Some("2.0"), true),
-        ("ar-multiregion-nested", "europe-docker.pkg.dev/src-proj/mirror/a/b/c/tool", Some("latest"), true),
-        ("gcr-insert-tag", "gcr.io/my-project/hello-world", Some("1.1"), true),
+        (
+            "ar-insert-tag",
+            "us-docker.pkg.dev/src-proj/releases/team/app",
+            Some("v1.2.3"),
+            true,
+        ),
+        (
+            "ar-insert-digest",
+            "us-docker.pkg.dev/src-proj/releases/team/app",
+            None,
+            true,
+        ),
+        (
+            "ar-delete-tag",
+            "us-docker.pkg.dev/src-proj/releases/team/app",
+            Some("v1.2.3"),
+            false,
+        ),
+        (
+            "ar-delete-digest",
+            "us-docker.pkg.dev/src-proj/releases/team/app",
+            None,
+            true,
+        ),
+        (
+            "ar-domain-scoped-project",
+            "us-west1-docker.pkg.dev/example.com/my-project/my-repo/image-name",
+            Some("2.0"),
+            true,
+        ),
+        (
+            "ar-multiregion-nested",
+            "europe-docker.pkg.dev/src-proj/mirror/a/b/c/tool",
+            Some("latest"),
+            true,
+        ),
+        (
+            "gcr-insert-tag",
+            "gcr.io/my-project/hello-world",
+            Some("1.1"),
+            true,
+        ),
         (
             "ar-insert-signature-tag",
             "us-docker.pkg.dev/src-proj/releases/team/app",
@@ -125,14 +167,22 @@ fn every_malformed_fixture_is_refused_naming_the_field() {
         ("bad-reference", "tag", "path"),
     ];
     let files: Vec<_> = std::fs::read_dir(fixture("malformed")).unwrap().collect();
-    assert_eq!(files.len(), cases.len(), "a malformed fixture has no case here");
+    assert_eq!(
+        files.len(),
+        cases.len(),
+        "a malformed fixture has no case here"
+    );
     for (name, field, reason) in cases {
         let body = std::fs::read(fixture(&format!("malformed/{name}.json"))).unwrap();
         let err = decode(&DeliveryMeta::default(), &body).expect_err(name);
         assert_eq!(err.field, field, "{name}: {err}");
         assert!(err.reason.contains(reason), "{name}: {err}");
         if name != "not-json" && name != "message-not-object" {
-            assert_eq!(err.message_id.as_deref(), Some("1"), "{name}: message id kept for the log");
+            assert_eq!(
+                err.message_id.as_deref(),
+                Some("1"),
+                "{name}: message id kept for the log"
+            );
         }
     }
 }
