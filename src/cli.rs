@@ -373,13 +373,13 @@ async fn copy(args: CopyArgs) -> ExitCode {
 fn print_reports(reports: &[CopyReport], quiet: bool) -> bool {
     let mut ok = true;
     for r in reports {
-        if let Some(from) = &r.filtered_from {
-            if !quiet {
-                eprintln!(
-                    "note: {}: platforms filtered, index digest {from} became the new index below",
-                    r.source
-                );
-            }
+        if let Some(from) = &r.filtered_from
+            && !quiet
+        {
+            eprintln!(
+                "note: {}: platforms filtered, index digest {from} became the new index below",
+                r.source
+            );
         }
         for (target, outcome) in &r.targets {
             let digest = r.digest.as_ref().map(|d| d.to_string()).unwrap_or_default();

@@ -305,10 +305,10 @@ fn valid_host(h: &str) -> bool {
         Some((n, p)) if !p.contains(']') => (n, Some(p)),
         _ => (h, None),
     };
-    if let Some(p) = port {
-        if p.parse::<u16>().is_err() {
-            return false;
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return false;
     }
     if name.starts_with('[') {
         return name.ends_with(']')

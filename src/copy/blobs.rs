@@ -414,18 +414,18 @@ async fn stream_once(
         }
     };
     let src_op = source.op("GET", format!("blob {digest}"));
-    if let Some(n) = resp.content_length() {
-        if n != blob.size {
-            cancel_all(sessions).await;
-            let e = RegistryError::Content {
-                op: src_op,
-                detail: format!("source sends {n} bytes, descriptor says {}", blob.size),
-            };
-            return results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(e.clone())))
-                .collect();
-        }
+    if let Some(n) = resp.content_length()
+        && n != blob.size
+    {
+        cancel_all(sessions).await;
+        let e = RegistryError::Content {
+            op: src_op,
+            detail: format!("source sends {n} bytes, descriptor says {}", blob.size),
+        };
+        return results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(e.clone())))
+            .collect();
     }
 
     // One upload task per sink, fed by a bounded channel.
@@ -483,10 +483,10 @@ async fn stream_once(
         }
         hasher.update(&chunk);
         bar.inc(chunk.len() as u64);
-        if let Some(prev) = held.replace(chunk) {
-            if !feed(&mut feeds, prev).await {
-                break; // every upload has failed: stop reading
-            }
+        if let Some(prev) = held.replace(chunk)
+            && !feed(&mut feeds, prev).await
+        {
+            break; // every upload has failed: stop reading
         }
     }
     drop(stream);

@@ -390,13 +390,13 @@ impl Engine {
         target: &Reference,
         digest: &Digest,
     ) -> Result<Option<RepoClient>, CopyError> {
-        if let Some(pinned) = &target.digest {
-            if pinned != digest {
-                return Err(CopyError::DigestMismatch {
-                    target: target.clone(),
-                    source_digest: digest.clone(),
-                });
-            }
+        if let Some(pinned) = &target.digest
+            && pinned != digest
+        {
+            return Err(CopyError::DigestMismatch {
+                target: target.clone(),
+                source_digest: digest.clone(),
+            });
         }
         let client = self.registries.repo(&target.repo)?;
         let reference =
@@ -487,15 +487,14 @@ impl Engine {
                 }
                 self.push_manifests(client, node).await?;
                 if let Some(tag) = target_tag(&req.source, target) {
-                    if req.guard_tag {
-                        if let Some(source_tag) = &req.source.tag {
+                    if req.guard_tag
+                        && let Some(source_tag) = &req.source.tag {
                             let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
                             if now.as_ref() != Some(source_digest) {
                                 tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
                                 return Ok(TargetOutcome::TagSuperseded { now });
                             }
                         }
-                    }
                     client.put_manifest(tag.as_str(), &node.manifest).await?;
                     self.blob_ctx.stats.manifest_pushed();
                 }

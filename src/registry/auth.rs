@@ -413,10 +413,10 @@ impl HostAuth {
         match challenge {
             Some(Challenge::Bearer { realm, service }) => {
                 let mut tokens = self.tokens.lock().await;
-                if let Some((t, until)) = tokens.get(scope) {
-                    if Instant::now() < *until {
-                        return Ok(Some(format!("Bearer {}", t.expose())));
-                    }
+                if let Some((t, until)) = tokens.get(scope)
+                    && Instant::now() < *until
+                {
+                    return Ok(Some(format!("Bearer {}", t.expose())));
                 }
                 let cred = self.source.credential().await?;
                 let (token, lifetime) =

@@ -366,16 +366,13 @@ impl RepoClient {
             }
             if let Some(d) =
                 header_str(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok())
+                && d.algorithm() == m.digest.algorithm()
+                && d != m.digest
             {
-                if d.algorithm() == m.digest.algorithm() && d != m.digest {
-                    return Err(RegistryError::Protocol {
-                        op: op.clone(),
-                        detail: format!(
-                            "registry stored the manifest as {d}, expected {}",
-                            m.digest
-                        ),
-                    });
-                }
+                return Err(RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("registry stored the manifest as {d}, expected {}", m.digest),
+                });
             }
             Ok(resp.headers().contains_key("oci-subject"))
         })

@@ -282,13 +282,13 @@ impl ProxyState {
 
     fn decide(&self, method: &Method, path_and_query: &str) -> Action {
         let path = path_and_query.split('?').next().unwrap_or("");
-        if let Some(rest) = path_and_query.strip_prefix(DOWNLOAD_PREFIX) {
-            if rest.starts_with("/v2/") {
-                return Action::Forward {
-                    upstream_path: rest.to_string(),
-                    corrupt_at: None,
-                };
-            }
+        if let Some(rest) = path_and_query.strip_prefix(DOWNLOAD_PREFIX)
+            && rest.starts_with("/v2/")
+        {
+            return Action::Forward {
+                upstream_path: rest.to_string(),
+                corrupt_at: None,
+            };
         }
         let blob_get = *method == Method::GET && is_blob_path(path);
         let forward = |corrupt_at| Action::Forward {
@@ -387,10 +387,10 @@ impl ProxyState {
     ) -> Response {
         let (parts, body) = req.into_parts();
         let mut headers = strip_hop_by_hop(&parts.headers);
-        if let Some(auth) = &self.inject_auth {
-            if !headers.contains_key(header::AUTHORIZATION) {
-                headers.insert(header::AUTHORIZATION, auth.clone());
-            }
+        if let Some(auth) = &self.inject_auth
+            && !headers.contains_key(header::AUTHORIZATION)
+        {
+            headers.insert(header::AUTHORIZATION, auth.clone());
         }
         // Attach a body only when the client sent one: a stream body on a
         // GET would go out as `Transfer-Encoding: chunked`.
@@ -454,11 +454,11 @@ async fn handle(State(state): State<Arc<ProxyState>>, req: Request) -> Response 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
-    if let Some(t) = &state.token_auth {
-        if let Some(resp) = t.check(&state.self_url, &method, &path, req.headers()) {
-            state.record(&method, &path, authorization, resp.status());
-            return resp;
-        }
+    if let Some(t) = &state.token_auth
+        && let Some(resp) = t.check(&state.self_url, &method, &path, req.headers())
+    {
+        state.record(&method, &path, authorization, resp.status());
+        return resp;
     }
     let resp = match state.decide(&method, &path) {
         Action::Forward {

@@ -215,18 +215,18 @@ http:
         loop {
             // Check the child first: if it died (e.g. port clash) a
             // different process might be answering on that port.
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    let log = self.log();
-                    return Err(if log.contains("address already in use") {
-                        StartError::PortInUse(log)
-                    } else {
-                        StartError::Other(format!(
-                            "docker-registry exited early ({status}); log:\n{log}"
-                        ))
-                    });
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                let log = self.log();
+                return Err(if log.contains("address already in use") {
+                    StartError::PortInUse(log)
+                } else {
+                    StartError::Other(format!(
+                        "docker-registry exited early ({status}); log:\n{log}"
+                    ))
+                });
             }
             if let Ok(resp) = client.get(&url).send().await {
                 // 401 is "ready" for an auth registry.

@@ -1,0 +1,782 @@
+//! `image-relay serve` end to end: real registries, the real binary on a loopback port, and
+//! deliveries shaped exactly as Pub/Sub and Eventarc send them, built from pushed digests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_image-relay");
+
+/// A running `image-relay serve`, stopped with SIGTERM on drop.
+struct Service {
+    child: Child,
+    port: u16,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    rules: PathBuf,
+    log: PathBuf,
+}
+
+async fn wait_ready(http: &reqwest::Client, child: &mut Child, port: u16) -> bool {
+    for _ in 0..400 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Service {
+    async fn start(rules: &str, extra: &[&str]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_path = dir.path().join("rules.toml");
+        std::fs::write(&rules_path, rules).unwrap();
+        let log = dir.path().join("relay.log");
+        let http = reqwest::Client::new();
+        // A free port can be taken between probing and binding: try a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(RELAY)
+                .args([
+                    "serve",
+                    "--rules",
+                    rules_path.to_str().unwrap(),
+                    "--listen-address",
+                    "127.0.0.1",
+                ])
+                .args(["--port", &port.to_string()])
+                .args(extra)
+                .env("DOCKER_CONFIG", "/nonexistent")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start image-relay serve");
+            if wait_ready(&http, &mut child, port).await {
+                return Service {
+                    child,
+                    port,
+                    http,
+                    _dir: dir,
+                    rules: rules_path,
+                    log,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                text.contains("Address already in use"),
+                "serve did not start:\n{text}"
+            );
+        }
+        panic!("no free port for image-relay serve");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn post(&self, delivery: &Delivery) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.post(self.url("/")).body(delivery.body.clone());
+        for (k, v) in &delivery.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req.send().await.expect("POST delivery");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // SIGTERM, as Cloud Run stops an instance.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP request as Google sends it.
+#[derive(Clone)]
+struct Delivery {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    PubSubPush,
+    EventarcBinary,
+    CloudEventStructured,
+    PubSubUnwrapped,
+}
+
+const FORMS: [Form; 4] = [
+    Form::PubSubPush,
+    Form::EventarcBinary,
+    Form::CloudEventStructured,
+    Form::PubSubUnwrapped,
+];
+
+fn notification(action: &str, repo: &str, digest: Option<&str>, tag: Option<&str>) -> Value {
+    let mut n = json!({ "action": action });
+    if let Some(d) = digest {
+        n["digest"] = json!(format!("{repo}@{d}"));
+    }
+    if let Some(t) = tag {
+        n["tag"] = json!(format!("{repo}:{t}"));
+    }
+    n
+}
+
+fn deliver(form: Form, notification: &Value, id: &str) -> Delivery {
+    let data = base64::engine::general_purpose::STANDARD.encode(notification.to_string());
+    let time = "2026-11-20T19:13:55.749Z";
+    let message = json!({ "data": data, "messageId": id, "message_id": id, "publishTime": time, "publish_time": time });
+    let wrapped = json!({ "message": message, "subscription": "projects/src/subscriptions/relay" });
+    let json_ct = ("content-type".to_owned(), "application/json".to_owned());
+    match form {
+        Form::PubSubPush => Delivery {
+            headers: vec![json_ct],
+            body: wrapped.to_string().into_bytes(),
+        },
+        Form::EventarcBinary => Delivery {
+            headers: vec![
+                json_ct,
+                ("ce-id".into(), id.into()),
+                (
+                    "ce-source".into(),
+                    "//pubsub.googleapis.com/projects/src/topics/gcr".into(),
+                ),
+                ("ce-specversion".into(), "1.0".into()),
+                (
+                    "ce-type".into(),
+                    "google.cloud.pubsub.topic.v1.messagePublished".into(),
+                ),
+                ("ce-time".into(), time.into()),
+            ],
+            body: wrapped.to_string().into_bytes(),
+        },
+        Form::CloudEventStructured => Delivery {
+            headers: vec![(
+                "content-type".into(),
+                "application/cloudevents+json; charset=utf-8".into(),
+            )],
+            body: json!({
+                "specversion": "1.0", "type": "google.cloud.pubsub.topic.v1.messagePublished",
+                "source": "//pubsub.googleapis.com/projects/src/topics/gcr", "id": id, "time": time,
+                "datacontenttype": "application/json", "data": wrapped,
+            })
+            .to_string()
+            .into_bytes(),
+        },
+        Form::PubSubUnwrapped => Delivery {
+            headers: vec![
+                json_ct,
+                ("x-goog-pubsub-message-id".into(), id.into()),
+                ("x-goog-pubsub-publish-time".into(), time.into()),
+                (
+                    "x-goog-pubsub-subscription-name".into(),
+                    "projects/src/subscriptions/relay".into(),
+                ),
+            ],
+            body: notification.to_string().into_bytes(),
+        },
+    }
+}
+
+fn rules(source: &str, targets: &[&str], extra: &str) -> String {
+    let mut hosts: Vec<&str> = std::iter::once(source)
+        .chain(targets.iter().copied())
+        .map(|r| r.split('/').next().unwrap())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let registries: String = hosts
+        .iter()
+        .map(|h| format!("[registry.\"{h}\"]\nauth = \"none\"\n"))
+        .collect();
+    let targets: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        "[[rule]]\nname = \"releases\"\nsource = \"{source}\"\nimages = [\".*\"]\ntags = ['v[0-9.]+', \"latest\"]\n\
+         exclude_tags = [\".*-rc\"]\ntargets = [{}]\n{extra}\n\n{registries}",
+        targets.join(", ")
+    )
+}
+
+async fn digest_of(host: &str, repo: &str, reference: &str) -> Option<String> {
+    Seeder::new(host, None)
+        .get_manifest_raw(repo, reference)
+        .await
+        .and_then(|m| m.digest)
+}
+
+#[tokio::test]
+async fn all_four_delivery_forms_replicate_the_pushed_image() {
+    with_timeout(120, async {
+        let src = Registry::start().await;
+        let a = Registry::start().await;
+        let b = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(&format!("{}/releases", src.host()), &[&format!("{}/partner", a.host()), &format!("{}/prod", b.host())], ""),
+            &["--push-auth", "none"],
+        )
+        .await;
+        for (i, form) in FORMS.into_iter().enumerate() {
+            let repo = format!("releases/app{i}");
+            let index = s.push_multiarch(&repo, Some("v1.0"), Format::Oci, 100 + i as u64).await;
+            let n = notification("INSERT", &format!("{}/{repo}", src.host()), Some(&index.manifest.digest), Some("v1.0"));
+            let (status, body, _) = svc.post(&deliver(form, &n, &format!("m{i}"))).await;
+            assert_eq!(status, 200, "{form:?}: {body}\n{}", svc.log());
+            assert_eq!(body["targets"].as_array().unwrap().len(), 2, "{body}");
+            for (reg, prefix) in [(&a, "partner"), (&b, "prod")] {
+                let got = Seeder::for_registry(reg).get_manifest_raw(&format!("{prefix}/app{i}"), "v1.0").await;
+                assert_eq!(got.map(|m| m.bytes), Some(index.manifest.bytes.clone()), "{form:?} at {prefix}");
+            }
+        }
+        let m = svc.metrics().await;
+        assert!(m.contains("image_relay_events_total{delivery=\"eventarc_binary\",action=\"INSERT\",outcome=\"done\"} 1"), "{m}");
+        assert!(m.contains("outcome=\"copied\"} 1"), "{m}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_no_rule_watches_touch_no_registry() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let src_proxy = Proxy::start(&src.host(), Fault::None).await;
+        let dst_proxy = Proxy::start(&dst.host(), Fault::None).await;
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src_proxy.host()),
+                &[&format!("{}/partner", dst_proxy.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let digest = "sha256:e48f32910efbe11528e691acacd675ee9af0a4cf16072e43d199d7b06de4bb49";
+        let others = [
+            notification(
+                "INSERT",
+                "us-docker.pkg.dev/other-proj/releases/app",
+                Some(digest),
+                Some("v1"),
+            ),
+            notification(
+                "INSERT",
+                &format!("{}/staging/app", src_proxy.host()),
+                Some(digest),
+                Some("v1"),
+            ),
+            notification(
+                "INSERT",
+                &format!("{}/releases/app", src_proxy.host()),
+                Some(digest),
+                Some("v1-rc"),
+            ),
+            notification(
+                "INSERT",
+                &format!("{}/releases/app", src_proxy.host()),
+                Some(digest),
+                None,
+            ),
+            notification(
+                "DELETE",
+                &format!("{}/releases/app", src_proxy.host()),
+                None,
+                Some("v1"),
+            ),
+        ];
+        for (i, n) in others.iter().enumerate() {
+            let (status, _, headers) = svc
+                .post(&deliver(Form::PubSubPush, n, &format!("x{i}")))
+                .await;
+            assert_eq!(status, 204, "{n}");
+            let reason = headers
+                .get("x-image-relay-reason")
+                .unwrap()
+                .to_str()
+                .unwrap();
+            let reason: Value = serde_json::from_str(reason).unwrap();
+            assert!(reason["reason"].is_string(), "{reason}");
+        }
+        assert!(
+            src_proxy.requests().is_empty(),
+            "source contacted: {:?}",
+            src_proxy.requests()
+        );
+        assert!(
+            dst_proxy.requests().is_empty(),
+            "target contacted: {:?}",
+            dst_proxy.requests()
+        );
+    })
+    .await;
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+#[tokio::test]
+async fn malformed_deliveries_get_400_naming_the_field_and_copy_nothing() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let dst_proxy = Proxy::start(&dst.host(), Fault::None).await;
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst_proxy.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        for entry in std::fs::read_dir(fixture("malformed")).unwrap() {
+            let path = entry.unwrap().path();
+            let d = Delivery {
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: std::fs::read(&path).unwrap(),
+            };
+            let (status, body, _) = svc.post(&d).await;
+            assert_eq!(status, 400, "{}: {body}", path.display());
+            assert!(
+                body["error"]["field"].is_string() && body["error"]["reason"].is_string(),
+                "{body}"
+            );
+        }
+        let big = Delivery {
+            headers: vec![],
+            body: vec![b' '; (1 << 20) + 1],
+        };
+        let (status, body, _) = svc.post(&big).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some("body"))
+        );
+        assert!(dst_proxy.requests().is_empty());
+        let log = svc.log();
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"severity\":\"ERROR\""))
+            .collect();
+        assert!(
+            errors.iter().any(|l| l.contains("\"message_id\":\"1\"")),
+            "ERROR lines carry the message id:\n{log}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicates_are_idempotent_and_reversed_tag_moves_converge_on_the_source() {
+    with_timeout(120, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let repo = format!("{}/releases/app", src.host());
+        // The tag moves twice at the source: d1 -> d2 -> d3.
+        let d1 = s
+            .push_random_image("releases/app", Some("latest"), Format::Oci, 1)
+            .await
+            .manifest
+            .digest;
+        let d2 = s
+            .push_random_image("releases/app", Some("latest"), Format::Oci, 2)
+            .await
+            .manifest
+            .digest;
+        let d3 = s
+            .push_random_image("releases/app", Some("latest"), Format::Docker, 3)
+            .await
+            .manifest
+            .digest;
+        // Delivered newest first, then the older ones, then a duplicate of the newest.
+        let mut outcomes = Vec::new();
+        for (i, d) in [&d3, &d2, &d1, &d3].into_iter().enumerate() {
+            let n = notification("INSERT", &repo, Some(d), Some("latest"));
+            let (status, body, _) = svc
+                .post(&deliver(Form::PubSubPush, &n, &format!("t{i}")))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            outcomes.push(body["targets"][0]["outcome"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            outcomes,
+            [
+                "copied",
+                "tag_superseded",
+                "tag_superseded",
+                "already_present"
+            ]
+        );
+        assert_eq!(
+            digest_of(&dst.host(), "partner/app", "latest")
+                .await
+                .as_deref(),
+            Some(d3.as_str())
+        );
+        // The older images' content is there too, by digest: nothing half-written.
+        for d in [&d1, &d2] {
+            assert!(digest_of(&dst.host(), "partner/app", d).await.is_some());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fifty_deliveries_at_once_all_land() {
+    with_timeout(180, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "",
+            ),
+            &["--push-auth", "none", "--max-copies", "64"],
+        )
+        .await;
+        let mut deliveries = Vec::new();
+        for i in 0..50u64 {
+            let repo = format!("releases/app{}", i % 10);
+            let tag = format!("v{i}");
+            let img = s
+                .push_random_image(&repo, Some(&tag), Format::Oci, 1000 + i)
+                .await;
+            let n = notification(
+                "INSERT",
+                &format!("{}/{repo}", src.host()),
+                Some(&img.manifest.digest),
+                Some(&tag),
+            );
+            deliveries.push((
+                format!("partner/app{}", i % 10),
+                tag,
+                img.manifest.digest,
+                deliver(FORMS[i as usize % 4], &n, &format!("c{i}")),
+            ));
+        }
+        let results =
+            futures_util::future::join_all(deliveries.iter().map(|(_, _, _, d)| svc.post(d))).await;
+        for ((_, tag, _, _), (status, body, _)) in deliveries.iter().zip(&results) {
+            assert_eq!(*status, 200, "{tag}: {body}");
+        }
+        for (repo, tag, digest, _) in &deliveries {
+            assert_eq!(
+                digest_of(&dst.host(), repo, tag).await.as_deref(),
+                Some(digest.as_str()),
+                "{repo}:{tag}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_target_that_is_down_gets_a_retry_and_then_the_image() {
+    with_timeout(120, async {
+        let src = Registry::start().await;
+        let mut dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let img = s
+            .push_random_image("releases/app", Some("v2"), Format::Oci, 7)
+            .await;
+        let n = notification(
+            "INSERT",
+            &format!("{}/releases/app", src.host()),
+            Some(&img.manifest.digest),
+            Some("v2"),
+        );
+        let d = deliver(Form::EventarcBinary, &n, "down-1");
+        dst.stop();
+        let (status, body, _) = svc.post(&d).await;
+        assert!(
+            (500..600).contains(&status),
+            "a retry can fix a down target: {status} {body}"
+        );
+        assert_eq!(body["targets"][0]["retryable"], json!(true), "{body}");
+        dst.restart().await;
+        let (status, body, _) = svc.post(&d).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            digest_of(&dst.host(), "partner/app", "v2").await.as_deref(),
+            Some(img.manifest.digest.as_str())
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_source_image_that_is_gone_is_acknowledged_with_the_failure() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let gone = "sha256:e48f32910efbe11528e691acacd675ee9af0a4cf16072e43d199d7b06de4bb49";
+        let n = notification(
+            "INSERT",
+            &format!("{}/releases/app", src.host()),
+            Some(gone),
+            Some("v1"),
+        );
+        let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "gone-1")).await;
+        assert_eq!(status, 200, "no retry can bring it back: {body}");
+        assert_eq!(body["targets"][0]["outcome"], "failed", "{body}");
+        assert!(svc.log().contains("\"severity\":\"ERROR\""));
+        assert!(svc.metrics().await.contains("outcome=\"failed\""));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_rule_edit_keeps_the_rules_in_force_and_a_valid_one_replaces_them() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let good = rules(
+            &format!("{}/releases", src.host()),
+            &[&format!("{}/partner", dst.host())],
+            "",
+        );
+        let svc = Service::start(&good, &["--push-auth", "none"]).await;
+        std::fs::write(
+            &svc.rules,
+            good.replace("images = [\".*\"]", "images = [\"(\"]"),
+        )
+        .unwrap();
+        let metrics =
+            wait_for_metric(&svc, "image_relay_rule_reloads_total{result=\"failure\"} 1").await;
+        assert!(metrics.contains("failure"), "{metrics}");
+        assert!(svc.log().contains("bad pattern"), "{}", svc.log());
+        // Still served by the previous rules.
+        let img = s
+            .push_random_image("releases/app", Some("v1"), Format::Oci, 9)
+            .await;
+        let n = notification(
+            "INSERT",
+            &format!("{}/releases/app", src.host()),
+            Some(&img.manifest.digest),
+            Some("v1"),
+        );
+        let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "r1")).await;
+        assert_eq!(status, 200, "{body}");
+        // A valid edit (now only tag "stable") replaces them; SIGHUP works too.
+        std::fs::write(
+            &svc.rules,
+            good.replace("tags = ['v[0-9.]+', \"latest\"]", "tags = [\"stable\"]"),
+        )
+        .unwrap();
+        unsafe { libc::kill(svc.child.id() as i32, libc::SIGHUP) };
+        wait_for_metric(&svc, "image_relay_rule_reloads_total{result=\"success\"}").await;
+        let img2 = s
+            .push_random_image("releases/app", Some("v2"), Format::Oci, 10)
+            .await;
+        let n = notification(
+            "INSERT",
+            &format!("{}/releases/app", src.host()),
+            Some(&img2.manifest.digest),
+            Some("v2"),
+        );
+        let (status, _, _) = svc.post(&deliver(Form::PubSubPush, &n, "r2")).await;
+        assert_eq!(status, 204, "v2 no longer matches the new rules");
+    })
+    .await;
+}
+
+async fn wait_for_metric(svc: &Service, needle: &str) -> String {
+    for _ in 0..200 {
+        let m = svc.metrics().await;
+        if m.contains(needle) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "metric {needle} never appeared:\n{}\n{}",
+        svc.metrics().await,
+        svc.log()
+    );
+}
+
+#[tokio::test]
+async fn tag_deletes_propagate_only_when_the_rule_says_so_and_the_source_lost_the_tag() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "on_delete = \"propagate\"",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let repo = format!("{}/releases/app", src.host());
+        let img = s
+            .push_random_image("releases/app", Some("v3"), Format::Oci, 11)
+            .await;
+        let n = notification("INSERT", &repo, Some(&img.manifest.digest), Some("v3"));
+        assert_eq!(svc.post(&deliver(Form::PubSubPush, &n, "d1")).await.0, 200);
+        // A DELETE while the source still has the tag (a stale delivery) changes nothing.
+        let del = notification("DELETE", &repo, None, Some("v3"));
+        let (status, body, _) = svc.post(&deliver(Form::PubSubUnwrapped, &del, "d2")).await;
+        assert_eq!(
+            (status, body["targets"][0]["outcome"].as_str()),
+            (200, Some("nothing_to_delete")),
+            "{body}"
+        );
+        assert!(digest_of(&dst.host(), "partner/app", "v3").await.is_some());
+        s.delete_manifest("releases/app", &img.manifest.digest)
+            .await;
+        let (status, body, _) = svc.post(&deliver(Form::PubSubUnwrapped, &del, "d3")).await;
+        assert_eq!(
+            (status, body["targets"][0]["outcome"].as_str()),
+            (200, Some("deleted")),
+            "{body}"
+        );
+        assert!(digest_of(&dst.host(), "partner/app", "v3").await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn past_the_copy_bound_deliveries_get_429_so_pubsub_backs_off() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        // The target makes the first copy wait 2 s (429 + Retry-After), holding the only slot.
+        let slow = Proxy::start(
+            &dst.host(),
+            Fault::TooManyRequests {
+                times: 1,
+                retry_after: "2".into(),
+            },
+        )
+        .await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", slow.host())],
+                "",
+            ),
+            &["--push-auth", "none", "--max-copies", "1"],
+        )
+        .await;
+        let a = s
+            .push_random_image("releases/a", Some("v1"), Format::Oci, 21)
+            .await;
+        let b = s
+            .push_random_image("releases/b", Some("v1"), Format::Oci, 22)
+            .await;
+        let na = notification(
+            "INSERT",
+            &format!("{}/releases/a", src.host()),
+            Some(&a.manifest.digest),
+            Some("v1"),
+        );
+        let nb = notification(
+            "INSERT",
+            &format!("{}/releases/b", src.host()),
+            Some(&b.manifest.digest),
+            Some("v1"),
+        );
+        let da = deliver(Form::PubSubPush, &na, "q1");
+        let first = svc.post(&da);
+        let second = async {
+            // Until the first holds the slot, the second would simply run.
+            while slow.requests().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            svc.post(&deliver(Form::PubSubPush, &nb, "q2")).await
+        };
+        let ((s1, _, _), (s2, body, _)) = tokio::join!(first, second);
+        assert_eq!(s1, 200);
+        assert_eq!(s2, 429, "{body}");
+        // Redelivered later, it goes through.
+        assert_eq!(svc.post(&deliver(Form::PubSubPush, &nb, "q2")).await.0, 200);
+    })
+    .await;
+}
