@@ -40,19 +40,51 @@ echo "--- building a two-platform image and pushing it to the source with skopeo
 want=$(python3 scripts/make-demo-image.py "$work/layout" v1.0.0)
 skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$work/layout:v1.0.0" "docker://$src/releases/app:v1.0.0"
 
-echo "--- image-relay copy"
-"$relay" copy "$src/releases/app:v1.0.0" "$dst/incoming/app:v1.0.0"
+port=$(free_port)
+cat >"$work/rules.toml" <<TOML
+[[rule]]
+name = "app-to-partner"
+source = "$src/releases"
+images = ["app"]
+tags = ['v[0-9]+\.[0-9]+\.[0-9]+']
+exclude_tags = [".*-rc.*"]
+targets = ["$dst/incoming"]
+
+[registry."$src"]
+auth = "none"
+[registry."$dst"]
+auth = "none"
+TOML
+echo "--- rules"
+"$relay" rules check "$work/rules.toml"
+
+# The notification Artifact Registry publishes to the gcr topic, as Pub/Sub pushes it.
+notification="{\"action\":\"INSERT\",\"digest\":\"$src/releases/app@$want\",\"tag\":\"$src/releases/app:v1.0.0\"}"
+echo "$notification" >"$work/event.json"
+echo "--- dry run: image-relay plan"
+"$relay" plan --rules "$work/rules.toml" "$work/event.json"
+
+echo "--- image-relay serve on 127.0.0.1:$port"
+"$relay" serve --rules "$work/rules.toml" --listen-address 127.0.0.1 --port "$port" --push-auth none \
+  --log-format text 2>"$work/serve.log" &
+pids+=($!)
+for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done
+delivery="{\"message\":{\"data\":\"$(printf %s "$notification" | base64 -w0)\",\"messageId\":\"1001\",\"publishTime\":\"$(date -u +%Y-%m-%dT%H:%M:%S.000Z)\"},\"subscription\":\"projects/demo/subscriptions/image-relay\"}"
+echo "--- POST / (a Pub/Sub push delivery)"
+curl -sS -w '\nHTTP %{http_code}\n' -H 'content-type: application/json' -d "$delivery" "http://127.0.0.1:$port/"
 
 echo "--- checking the partner registry"
 got=$(skopeo inspect --raw --tls-verify=false "docker://$dst/incoming/app:v1.0.0" | sha256sum | cut -d' ' -f1)
 echo "source digest  $want"
 echo "partner digest sha256:$got"
-[[ "sha256:$got" == "$want" ]] || { echo "DIGEST MISMATCH" >&2; exit 1; }
+[[ "sha256:$got" == "$want" ]] || { echo "DIGEST MISMATCH" >&2; cat "$work/serve.log" >&2; exit 1; }
 for arch in amd64 arm64; do
   skopeo inspect --tls-verify=false --override-arch "$arch" "docker://$dst/incoming/app:v1.0.0" >/dev/null
   echo "platform linux/$arch pullable from the partner registry"
 done
 
-echo "--- copying again: nothing to do (one manifest HEAD per registry)"
-"$relay" copy "$src/releases/app:v1.0.0" "$dst/incoming/app:v1.0.0"
-echo "demo OK: the partner registry serves the source image byte for byte"
+echo "--- the same delivery again (Pub/Sub delivers at least once): nothing to do"
+curl -sS -w '\nHTTP %{http_code}\n' -H 'content-type: application/json' -d "$delivery" "http://127.0.0.1:$port/"
+echo "--- metrics"
+curl -sS "http://127.0.0.1:$port/metrics" | grep -E '^image_relay_(events|copies)_total'
+echo "demo OK: the service relayed the release image to the partner registry byte for byte"

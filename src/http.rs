@@ -144,7 +144,8 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
         } else {
             "no rule matches".to_owned()
         };
-        tracing::info!(trace = %trace, message_id = %message_id, source = %event.reference(), "{reason}");
+        // The topic carries every push of the project: most events are someone else's.
+        tracing::debug!(trace = %trace, message_id = %message_id, source = %event.reference(), "{reason}");
         state.metrics.event(form, &action, "ignored");
         // A 204 carries no body, so the JSON reason travels in a header.
         let detail = json!({ "reason": reason, "rejections": plan.rejections }).to_string();

@@ -133,9 +133,11 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        // SIGTERM, as Cloud Run stops an instance.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            // SIGTERM, as Cloud Run stops an instance.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -777,6 +779,64 @@ async fn past_the_copy_bound_deliveries_get_429_so_pubsub_backs_off() {
         assert_eq!(s2, 429, "{body}");
         // Redelivered later, it goes through.
         assert_eq!(svc.post(&deliver(Form::PubSubPush, &nb, "q2")).await.0, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_copy_in_flight_finish_then_exits() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let slow = Proxy::start(
+            &dst.host(),
+            Fault::TooManyRequests {
+                times: 1,
+                retry_after: "2".into(),
+            },
+        )
+        .await;
+        let s = Seeder::for_registry(&src);
+        let mut svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", slow.host())],
+                "",
+            ),
+            &["--push-auth", "none", "--shutdown-grace", "30"],
+        )
+        .await;
+        let img = s
+            .push_random_image("releases/app", Some("v1"), Format::Oci, 31)
+            .await;
+        let n = notification(
+            "INSERT",
+            &format!("{}/releases/app", src.host()),
+            Some(&img.manifest.digest),
+            Some("v1"),
+        );
+        let d = deliver(Form::PubSubPush, &n, "term-1");
+        let post = svc.post(&d);
+        let term = async {
+            while slow.requests().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            unsafe { libc::kill(svc.child.id() as i32, libc::SIGTERM) };
+        };
+        let ((status, body, _), ()) = tokio::join!(post, term);
+        assert_eq!(status, 200, "the copy in flight finished: {body}");
+        let exit = loop {
+            if let Some(status) = svc.child.try_wait().unwrap() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(exit.success(), "{exit}\n{}", svc.log());
+        assert_eq!(
+            digest_of(&dst.host(), "partner/app", "v1").await.as_deref(),
+            Some(img.manifest.digest.as_str())
+        );
+        assert!(svc.log().contains("stopping"));
     })
     .await;
 }

@@ -29,6 +29,7 @@ pub mod images;
 pub mod proxy;
 pub mod registry;
 pub mod seed;
+pub mod tokens;
 
 pub use images::*;
 pub use proxy::{Fault, Proxy, RecordedRequest};
