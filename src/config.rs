@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::registry::auth::{Credential, CredentialSource, DockerConfig, Secret, Static};
+use crate::registry::google::{GoogleCredentials, GoogleIdentity};
 
 /// A settings file that could not be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,21 @@ pub enum AuthKind {
     DockerConfig,
     /// A static bearer token from `token_env` or `token_file`.
     Bearer,
+    /// Google Application Default Credentials, optionally impersonating `impersonate`.
+    Google,
+}
+
+impl AuthKind {
+    /// The value as written in a rule file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthKind::None => "\"none\"",
+            AuthKind::Basic => "\"basic\"",
+            AuthKind::DockerConfig => "\"docker-config\"",
+            AuthKind::Bearer => "\"bearer\"",
+            AuthKind::Google => "\"google\"",
+        }
+    }
 }
 
 /// One `[registry."HOST"]` table.
@@ -81,6 +97,10 @@ pub struct RegistrySettings {
     /// `~/.docker/config.json`).
     #[serde(default)]
     pub docker_config: Option<PathBuf>,
+    /// With `auth = "google"`: the service account whose tokens to use, minted by the relay's
+    /// own identity through IAM Credentials (it needs `roles/iam.serviceAccountTokenCreator`).
+    #[serde(default)]
+    pub impersonate: Option<String>,
 }
 
 /// Settings for every registry the relay talks to, by host (`host[:port]`).
@@ -137,7 +157,12 @@ impl RegistryConfig {
 
     /// The credential source for `host`. Hosts without settings fall back to the Docker config,
     /// which yields anonymous access when it has no entry.
-    pub fn credentials(&self, host: &str) -> Result<Arc<dyn CredentialSource>, ConfigError> {
+    pub fn credentials(
+        &self,
+        host: &str,
+        google: &Arc<GoogleIdentity>,
+        http: &reqwest::Client,
+    ) -> Result<Arc<dyn CredentialSource>, ConfigError> {
         let Some(s) = self.registries.get(host) else {
             return Ok(Arc::new(DockerConfig::new(host, None)));
         };
@@ -162,6 +187,11 @@ impl RegistryConfig {
                     .map_err(|e| err(format!("token: {e}")))?;
                 Arc::new(Static(Credential::Bearer(token)))
             }
+            AuthKind::Google => Arc::new(GoogleCredentials::new(
+                google.clone(),
+                s.impersonate.clone(),
+                http.clone(),
+            )),
         })
     }
 }
@@ -185,6 +215,15 @@ impl RegistrySettings {
                     return Err(
                         "auth = \"bearer\" needs exactly one of token_env, token_file".into(),
                     );
+                }
+            }
+            AuthKind::Google => {
+                if let Some(sa) = &self.impersonate
+                    && !(sa.contains('@') && sa.ends_with(".gserviceaccount.com"))
+                {
+                    return Err(format!(
+                        "impersonate = {sa:?} is not a service account email"
+                    ));
                 }
             }
             AuthKind::None | AuthKind::DockerConfig => {}
@@ -214,9 +253,16 @@ impl RegistrySettings {
                 "docker_config",
                 self.docker_config.is_some() && self.auth != AuthKind::DockerConfig,
             ),
+            (
+                "impersonate",
+                self.impersonate.is_some() && self.auth != AuthKind::Google,
+            ),
         ];
         if let Some((key, _)) = stray.iter().find(|(_, bad)| *bad) {
-            return Err(format!("{key} does not apply to auth = {:?}", self.auth));
+            return Err(format!(
+                "{key} does not apply to auth = {}",
+                self.auth.name()
+            ));
         }
         Ok(())
     }
@@ -303,6 +349,7 @@ mod tests {
             p.display().to_string()
         );
         let c = RegistryConfig::parse(&toml, "f.toml").unwrap();
-        assert!(c.credentials("r").is_ok());
+        let google = Arc::new(GoogleIdentity::default());
+        assert!(c.credentials("r", &google, &reqwest::Client::new()).is_ok());
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod google;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -62,6 +63,8 @@ pub struct Registries {
     config: RegistryConfig,
     retry: Arc<RetryPolicy>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// The relay's own Google identity, shared by every `auth = "google"` registry.
+    google: Arc<google::GoogleIdentity>,
 }
 
 impl Registries {
@@ -81,6 +84,7 @@ impl Registries {
             config,
             retry: Arc::new(retry),
             hosts: Mutex::new(HashMap::new()),
+            google: Arc::new(google::GoogleIdentity::default()),
         })
     }
 
@@ -102,7 +106,7 @@ impl Registries {
         let h = Arc::new(Host {
             name: name.into(),
             base: format!("{scheme}://{name}"),
-            auth: HostAuth::new(self.config.credentials(name)?),
+            auth: HostAuth::new(self.config.credentials(name, &self.google, &self.http)?),
             backoff: Backoff::default(),
             requests: AtomicU64::new(0),
         });
