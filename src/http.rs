@@ -31,6 +31,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False while shutting down: `/readyz` says so.
     pub ready: AtomicBool,
+    /// Project whose Cloud Trace the delivery's trace id belongs to (`GOOGLE_CLOUD_PROJECT`):
+    /// Cloud Logging links a log line to a trace only as `projects/P/traces/ID`.
+    pub trace_project: Option<String>,
 }
 
 /// The service's routes; tests drive it without a socket.
@@ -84,7 +87,7 @@ fn trace_id(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let trace = trace_id(&headers).unwrap_or_default();
+    let trace = trace_id(&headers, state.trace_project.as_deref()).unwrap_or_default();
     let auth = header_string(&headers, header::AUTHORIZATION.as_str());
     if let Err(e) = state.push_auth.check(auth.as_deref()).await {
         let (status, outcome) = if e.is_transient() {
@@ -183,4 +186,37 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
     };
     state.metrics.event(form, &action, label);
     json_reply(status, serde_json::to_value(&outcome).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_come_from_traceparent_or_the_cloud_header_in_cloud_logging_form() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(
+            trace_id(&h, Some("src-proj")).as_deref(),
+            Some("projects/src-proj/traces/4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-cloud-trace-context",
+            HeaderValue::from_static("105445aa7843bc8bf206b12000100000/1;o=1"),
+        );
+        assert_eq!(
+            trace_id(&h, None).as_deref(),
+            Some("105445aa7843bc8bf206b12000100000")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-cloud-trace-context",
+            HeaderValue::from_static("not hex/1"),
+        );
+        assert_eq!(trace_id(&h, None), None);
+    }
 }

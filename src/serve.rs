@@ -70,6 +70,9 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         copies: Arc::new(Semaphore::new(cfg.max_copies.max(1))),
         metrics: metrics.clone(),
         ready: AtomicBool::new(true),
+        trace_project: std::env::var("GOOGLE_CLOUD_PROJECT")
+            .ok()
+            .filter(|p| !p.is_empty()),
     });
     spawn_reloader(cfg.rules.clone(), relay, metrics);
 
