@@ -76,14 +76,20 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The Cloud Trace id of the delivery, from `traceparent` or `X-Cloud-Trace-Context`.
-fn trace_id(headers: &HeaderMap) -> Option<String> {
-    if let Some(tp) = header_string(headers, "traceparent") {
-        // version-traceid-spanid-flags
-        return tp.split('-').nth(1).map(str::to_owned);
-    }
-    header_string(headers, "x-cloud-trace-context")
-        .and_then(|v| v.split('/').next().map(str::to_owned))
+/// The trace id of the delivery, from W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`) or
+/// `X-Cloud-Trace-Context` (`TRACEID/SPANID;o=1`), in the form Cloud Logging links to a trace.
+fn trace_id(headers: &HeaderMap, project: Option<&str>) -> Option<String> {
+    let id = header_string(headers, "traceparent")
+        .and_then(|tp| tp.split('-').nth(1).map(str::to_owned))
+        .or_else(|| {
+            header_string(headers, "x-cloud-trace-context")
+                .and_then(|v| v.split('/').next().map(str::to_owned))
+        })
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    Some(match project {
+        Some(p) => format!("projects/{p}/traces/{id}"),
+        None => id,
+    })
 }
 
 async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
