@@ -46,6 +46,27 @@ pub enum Command {
     Rules(RulesCommand),
     /// Show, without writing anything, what the rules make of one event.
     Plan(PlanArgs),
+    /// Reconcile: copy what every rule selects in its source and the targets lack.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// A rule file, or a directory of *.toml rule files.
+    #[arg(long, env = "RELAY_RULES")]
+    pub rules: PathBuf,
+    /// Only this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Report what would change without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Concurrent blob transfers per copy.
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,7 +182,73 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Rules(RulesCommand::Check { path }) => rules_check(&path),
         Command::Plan(args) => plan(&args),
+        Command::Sync(args) => sync(args).await,
     }
+}
+
+async fn sync(args: SyncArgs) -> ExitCode {
+    let rules = match RuleSet::load(&args.rules) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(name) = &args.rule
+        && !rules.rules.iter().any(|r| &r.name == name)
+    {
+        return usage_error(format!("--rule {name:?}: no such rule"));
+    }
+    let metrics = Arc::new(crate::telemetry::Metrics::new());
+    let relay =
+        match crate::relay::Relay::new(rules, args.jobs.max(1), RetryPolicy::default(), metrics) {
+            Ok(r) => r,
+            Err(e) => return usage_error(e),
+        };
+    let opts = crate::reconcile::SyncOptions {
+        rule: args.rule.clone(),
+        dry_run: args.dry_run,
+    };
+    let report = crate::reconcile::sync(&relay, &opts).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        for i in &report.items {
+            let target = i
+                .target
+                .as_deref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            let reason = i
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            println!(
+                "{:<12} [{}] {}{target}{reason}",
+                i.outcome, i.rule, i.source
+            );
+        }
+        println!(
+            "{}checked {}, already in place {}, copied {}, removed {}, failed {}",
+            if report.dry_run { "dry run: " } else { "" },
+            report.checked,
+            report.already_in_place,
+            report.copied,
+            report.removed,
+            report.failed
+        );
+    }
+    ExitCode::from(if report.failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

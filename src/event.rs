@@ -39,6 +39,8 @@ pub enum DeliveryForm {
     EventarcBinary,
     CloudEventStructured,
     PubSubUnwrapped,
+    /// Not a delivery: found by reconciling a rule's source against its targets.
+    Reconcile,
 }
 
 impl DeliveryForm {
@@ -48,6 +50,7 @@ impl DeliveryForm {
             DeliveryForm::EventarcBinary => "eventarc_binary",
             DeliveryForm::CloudEventStructured => "cloudevent_structured",
             DeliveryForm::PubSubUnwrapped => "pubsub_unwrapped",
+            DeliveryForm::Reconcile => "reconcile",
         }
     }
 }

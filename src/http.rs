@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False while shutting down: `/readyz` says so.
     pub ready: AtomicBool,
+    /// Held while a reconcile runs: one at a time per instance.
+    pub syncing: tokio::sync::Mutex<()>,
     /// Project whose Cloud Trace the delivery's trace id belongs to (`GOOGLE_CLOUD_PROJECT`):
     /// Cloud Logging links a log line to a trace only as `projects/P/traces/ID`.
     pub trace_project: Option<String>,
@@ -40,6 +42,7 @@ pub struct AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(deliver))
+        .route("/sync", post(sync))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -90,6 +93,58 @@ fn trace_id(headers: &HeaderMap, project: Option<&str>) -> Option<String> {
         Some(p) => format!("projects/{p}/traces/{id}"),
         None => id,
     })
+}
+
+/// `POST /sync` (Cloud Scheduler): reconcile, with the options of `image-relay sync` as JSON.
+async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let auth = header_string(&headers, header::AUTHORIZATION.as_str());
+    if let Err(e) = state.push_auth.check(auth.as_deref()).await {
+        let status = if e.is_transient() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        return json_reply(status, json!({ "error": e.to_string() }));
+    }
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": { "field": "body", "reason": "larger than 1 MiB" } }),
+        );
+    };
+    let opts: crate::reconcile::SyncOptions = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(o) => o,
+            Err(e) => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": { "field": "body", "reason": e.to_string() } }),
+                );
+            }
+        }
+    };
+    let Ok(_running) = state.syncing.try_lock() else {
+        return json_reply(
+            StatusCode::CONFLICT,
+            json!({ "error": "a sync is already running" }),
+        );
+    };
+    let report = crate::reconcile::sync(&state.relay, &opts).await;
+    tracing::info!(
+        checked = report.checked,
+        copied = report.copied,
+        removed = report.removed,
+        failed = report.failed,
+        "sync finished"
+    );
+    let status = if report.failed == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    json_reply(status, serde_json::to_value(&report).unwrap_or_default())
 }
 
 async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {

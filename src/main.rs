@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Rules(_) | Command::Plan(_) => (LogFormat::Text, "warn", true),
+        Command::Sync(_) => (LogFormat::Text, "warn", false),
     };
     image_relay::telemetry::init_logging(format, level);
     tune_allocator();

@@ -407,6 +407,33 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Remove `tag` from one target repository (reconcile with `on_delete = "propagate"`),
+    /// under the same per-tag lock as event handling.
+    pub async fn delete_target_tag(&self, target: &Repository, tag: &str) -> TargetStatus {
+        let name = format!("{target}:{tag}");
+        let lock = self.locks.get(&name);
+        let _guard = lock.lock().await;
+        let loaded = self.loaded();
+        match loaded.registries.repo(target) {
+            Err(e) => TargetStatus::Failed {
+                retryable: false,
+                error: e.to_string(),
+            },
+            Ok(client) => match delete_tag(&client, tag).await {
+                Ok(true) => TargetStatus::Deleted,
+                Ok(false) => TargetStatus::NothingToDelete {
+                    reason: "the target does not have the tag".into(),
+                },
+                Err(e) => TargetStatus::Failed {
+                    retryable: e.is_retryable() || e.is_denied(),
+                    error: e.to_string(),
+                },
+            },
+        }
+    }
+}
+
 /// Delete a tag. Registries implementing distribution-spec 1.1 delete tags by name; older
 /// ones (distribution 2.x) answer 400/405 `UNSUPPORTED` and can only delete the manifest the
 /// tag points at, which is what happens then.

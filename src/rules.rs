@@ -116,8 +116,29 @@ fn full_match(res: &[Regex], s: &str) -> bool {
 }
 
 impl Rule {
+    /// Whether the image path below the source prefix is one the rule copies.
+    pub fn selects_image(&self, rel: &str) -> bool {
+        full_match(&self.images, rel)
+    }
+
+    /// Whether a tag is one the rule copies (matches `tags`, not `exclude_tags`).
+    pub fn selects_tag(&self, tag: &str) -> bool {
+        full_match(&self.tags, tag) && !full_match(&self.exclude_tags, tag)
+    }
+
+    /// Where an image below the source prefix goes: each target prefix plus `rel`.
+    pub fn targets_for(&self, rel: &str) -> Vec<Repository> {
+        self.targets
+            .iter()
+            .map(|t| Repository {
+                registry: t.registry.clone(),
+                path: format!("{}/{rel}", t.path),
+            })
+            .collect()
+    }
+
     /// The image path below the source prefix, when the repository is under it.
-    fn relative<'a>(&self, repo: &'a Repository) -> Option<&'a str> {
+    pub fn relative<'a>(&self, repo: &'a Repository) -> Option<&'a str> {
         if repo.registry != self.source.registry {
             return None;
         }
@@ -183,14 +204,7 @@ impl Rule {
             }
         }
         Verdict::Match {
-            targets: self
-                .targets
-                .iter()
-                .map(|t| Repository {
-                    registry: t.registry.clone(),
-                    path: format!("{}/{rel}", t.path),
-                })
-                .collect(),
+            targets: self.targets_for(rel),
         }
     }
 }

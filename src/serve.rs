@@ -70,6 +70,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         copies: Arc::new(Semaphore::new(cfg.max_copies.max(1))),
         metrics: metrics.clone(),
         ready: AtomicBool::new(true),
+        syncing: tokio::sync::Mutex::new(()),
         trace_project: std::env::var("GOOGLE_CLOUD_PROJECT")
             .ok()
             .filter(|p| !p.is_empty()),

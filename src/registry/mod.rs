@@ -124,6 +124,50 @@ impl Registries {
         })
     }
 
+    /// Repositories on `host` whose path starts with `prefix/`, from the registry catalog
+    /// (`/v2/_catalog`, paginated). Registries that do not offer the catalog answer 401, 403
+    /// or 404: the error says so.
+    pub async fn catalog(&self, host: &str, prefix: &str) -> Result<Vec<String>, RegistryError> {
+        let client = self
+            .repo(&Repository {
+                registry: host.to_owned(),
+                path: prefix.to_owned(),
+            })
+            .map_err(|e| RegistryError::Protocol {
+                op: Op {
+                    method: "GET",
+                    registry: host.into(),
+                    repository: "".into(),
+                    object: "catalog".into(),
+                },
+                detail: e.to_string(),
+            })?;
+        let op = client.op("GET", "catalog");
+        let mut next = Some(format!("{}/v2/_catalog?n={LIST_PAGE}", client.host.base));
+        let mut repos = Vec::new();
+        let want = format!("{prefix}/");
+        while let Some(url) = next.take() {
+            let (body, link) = client.list_page(&op, &url, &Scope::catalog()).await?;
+            #[derive(serde::Deserialize)]
+            struct Catalog {
+                #[serde(default)]
+                repositories: Vec<String>,
+            }
+            let page: Catalog =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("catalog is not JSON of the expected shape: {e}"),
+                })?;
+            repos.extend(
+                page.repositories
+                    .into_iter()
+                    .filter(|r| r.starts_with(&want)),
+            );
+            next = link;
+        }
+        Ok(repos)
+    }
+
     /// Requests sent to each host so far, by host name.
     pub fn request_counts(&self) -> Vec<(String, u64)> {
         let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,6 +178,17 @@ impl Registries {
         v.sort();
         v
     }
+}
+
+/// Page size asked of listings; registries may return fewer and link to the next page.
+const LIST_PAGE: usize = 1000;
+
+/// A repository's tags, with their digests when the registry tells them in the listing
+/// (Artifact Registry and Container Registry add a `manifest` map to `tags/list`).
+#[derive(Debug, Clone, Default)]
+pub struct TagListing {
+    pub tags: Vec<String>,
+    pub digests: HashMap<String, Digest>,
 }
 
 /// What a manifest HEAD tells.
@@ -537,6 +592,71 @@ impl RepoClient {
             .await;
     }
 
+    /// Every tag of the repository (`/v2/NAME/tags/list`, following `Link` pagination). A
+    /// repository that does not exist has no tags.
+    pub async fn list_tags(&self) -> Result<TagListing, RegistryError> {
+        let op = self.op("GET", "tags");
+        let mut next = Some(format!("{}?n={LIST_PAGE}", self.url("tags/list")));
+        let mut out = TagListing::default();
+        let scope = Scope::pull(&self.path);
+        while let Some(url) = next.take() {
+            let body = match self.list_page(&op, &url, &scope).await {
+                Ok((body, link)) => {
+                    next = link;
+                    body
+                }
+                Err(e) if e.is_not_found() && out.tags.is_empty() => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            #[derive(serde::Deserialize)]
+            struct Page {
+                #[serde(default)]
+                tags: Option<Vec<String>>,
+                /// Google's extension: digest -> {tag: [..], ..}.
+                #[serde(default)]
+                manifest: HashMap<String, GoogleManifestInfo>,
+            }
+            #[derive(serde::Deserialize)]
+            struct GoogleManifestInfo {
+                #[serde(default)]
+                tag: Vec<String>,
+            }
+            let page: Page =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    op: op.clone(),
+                    detail: format!("tag list is not JSON of the expected shape: {e}"),
+                })?;
+            out.tags.extend(page.tags.unwrap_or_default());
+            for (digest, info) in page.manifest {
+                if let Ok(d) = digest.parse::<Digest>() {
+                    for t in info.tag {
+                        out.digests.insert(t, d.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of a listing: the body and the next page's URL from the `Link` header.
+    async fn list_page(
+        &self,
+        op: &Op,
+        url: &str,
+        scope: &Scope,
+    ) -> Result<(bytes::Bytes, Option<String>), RegistryError> {
+        self.retrying(|_| async {
+            let resp = self.send(op, Method::GET, url, scope, |r| r).await?;
+            if !resp.status().is_success() {
+                return Err(self.fail(op, resp).await);
+            }
+            let next = header_str(&resp, "link").and_then(|l| next_link(url, l));
+            let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
+            Ok((body, next))
+        })
+        .await
+    }
+
     /// OCI 1.1 referrers of `digest`: `None` when the registry has no referrers API (404).
     pub async fn referrers(
         &self,
@@ -590,6 +710,22 @@ impl RepoClient {
     }
 }
 
+/// `Link: </v2/_catalog?last=x&n=100>; rel="next"`, resolved against the current page.
+fn next_link(current: &str, header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.replace(' ', "").contains("rel=\"next\"") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        url::Url::parse(current)
+            .ok()?
+            .join(target)
+            .ok()
+            .map(|u| u.to_string())
+    })
+}
+
 fn header_str<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -607,5 +743,26 @@ pub fn transport(op: &Op, e: &(dyn std::error::Error + 'static)) -> RegistryErro
     RegistryError::Transport {
         op: op.clone(),
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_resolve_relative_to_the_current_page() {
+        assert_eq!(
+            next_link(
+                "http://r.example/v2/_catalog?n=2",
+                r#"</v2/_catalog?last=b&n=2>; rel="next""#
+            )
+            .as_deref(),
+            Some("http://r.example/v2/_catalog?last=b&n=2")
+        );
+        assert_eq!(
+            next_link("http://r.example/v2/x/tags/list", r#"</a>; rel="prev""#),
+            None
+        );
     }
 }

@@ -25,10 +25,12 @@
 //! `[profile.dev.package.sha2] opt-level = 3` in Cargo.toml brings that to
 //! ~1.7 GB/s. `seed::stream_blob_digest` also caches digests per process.
 
+pub mod cosign;
 pub mod images;
 pub mod proxy;
 pub mod registry;
 pub mod seed;
+pub mod service;
 pub mod tokens;
 
 pub use images::*;

@@ -1,0 +1,29 @@
+output "service_url" {
+  description = "URL of the relay (authenticated)."
+  value       = module.image_relay.service_url
+}
+
+output "relay_service_account_email" {
+  description = "Give this to partners: the principal they grant access to."
+  value       = module.image_relay.relay_service_account_email
+}
+
+output "delivery_id" {
+  description = "Push subscription id, or Eventarc trigger id."
+  value       = module.image_relay.delivery_id
+}
+
+output "dead_letter_subscription" {
+  description = "Where notifications that could not be delivered are kept."
+  value       = module.image_relay.dead_letter_subscription
+}
+
+output "partner_grants" {
+  description = "Grants partners must make themselves (targets with grant_iam = false)."
+  value       = module.image_relay.partner_grants
+}
+
+output "eventarc_subscription_update_command" {
+  description = "delivery = \"eventarc\" only: run once after apply to give Eventarc's subscription the retry and dead-letter policy."
+  value       = module.image_relay.eventarc_subscription_update_command
+}

@@ -1,0 +1,62 @@
+variable "project_id" {
+  description = "Source project: where the source Artifact Registry repositories, their `gcr` topic and the relay live."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the relay (Cloud Run, rules secret, trigger, scheduler); normally the source repositories' region."
+  type        = string
+}
+
+variable "source_repositories" {
+  description = "Repositories in project_id the rules copy from; location defaults to region."
+  type = list(object({
+    repository = string
+    location   = optional(string)
+  }))
+}
+
+variable "target_repositories" {
+  description = "Target Artifact Registry repositories, in any project or organization. impersonate: the owner's own service account the relay writes through (it gets roles/iam.serviceAccountTokenCreator on it instead of writer on the repository). grant_iam = false: the owner grants it themselves (see the partner_grants output)."
+  type = list(object({
+    project     = string
+    location    = string
+    repository  = string
+    impersonate = optional(string)
+    grant_iam   = optional(bool, true)
+  }))
+}
+
+variable "image" {
+  description = "image-relay container image, pinned by digest."
+  type        = string
+}
+
+variable "rules_file" {
+  description = "Path of the rule file to deploy (see rules.toml.example beside this file)."
+  type        = string
+}
+
+variable "delivery" {
+  description = "\"push\" (Pub/Sub push subscription) or \"eventarc\" (Eventarc trigger)."
+  type        = string
+  default     = "push"
+}
+
+variable "reconcile_schedule" {
+  description = "Cron schedule for POST /sync; null until the deployed image has the reconcile feature."
+  type        = string
+  default     = null
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids for the relay's alerts."
+  type        = list(string)
+  default     = []
+}
+
+variable "kms_key_name" {
+  description = "Optional Cloud KMS key (in region) for the dead-letter topic and the rules secret, where the organization requires CMEK; null for Google-managed encryption."
+  type        = string
+  default     = null
+}

@@ -1,0 +1,76 @@
+output "service_url" {
+  description = "URL of the Cloud Run service (authentication required: callers need roles/run.invoker)."
+  value       = google_cloud_run_v2_service.relay.uri
+}
+
+output "service_name" {
+  description = "Name of the Cloud Run service."
+  value       = google_cloud_run_v2_service.relay.name
+}
+
+output "relay_service_account_email" {
+  description = "The relay's identity: the principal target owners grant writer (or token creator on their own account) to."
+  value       = google_service_account.relay.email
+}
+
+output "invoker_service_account_email" {
+  description = "Identity of Pub/Sub push, Eventarc and Cloud Scheduler calls; the only caller RELAY_PUSH_EMAILS admits."
+  value       = google_service_account.invoker.email
+}
+
+output "delivery_id" {
+  description = "Id of the push subscription (delivery = \"push\") or of the Eventarc trigger (delivery = \"eventarc\")."
+  value       = local.push ? google_pubsub_subscription.push[0].id : google_eventarc_trigger.relay[0].id
+}
+
+output "dead_letter_subscription" {
+  description = "Id of the subscription that keeps dead-lettered notifications."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "dead_letter_topic" {
+  description = "Id of the dead-letter topic."
+  value       = google_pubsub_topic.dead_letter.id
+}
+
+output "rules_secret" {
+  description = "Id of the Secret Manager secret holding the rule file, and the version the service mounts."
+  value = {
+    secret  = google_secret_manager_secret.rules.id
+    version = google_secret_manager_secret_version.rules.version
+  }
+}
+
+output "partner_grants" {
+  description = "For each target with grant_iam = false: the grant its owner must make for the relay to write there."
+  value = [
+    for t in values(local.targets) : (
+      t.impersonate == null
+      ? {
+        target   = "${t.location}-docker.pkg.dev/${t.project}/${t.repository}"
+        resource = "projects/${t.project}/locations/${t.location}/repositories/${t.repository}"
+        role     = "roles/artifactregistry.writer"
+        member   = local.relay_member
+      }
+      : {
+        target   = "${t.location}-docker.pkg.dev/${t.project}/${t.repository}"
+        resource = "serviceAccount ${t.impersonate} (which itself needs roles/artifactregistry.writer on the repository)"
+        role     = "roles/iam.serviceAccountTokenCreator"
+        member   = local.relay_member
+      }
+    ) if !t.grant_iam
+  ]
+}
+
+output "eventarc_subscription_update_command" {
+  description = "delivery = \"eventarc\" only: gives Eventarc's own subscription the ack deadline, retry and dead-letter policy the push subscription has (the trigger cannot set them). Run once after apply."
+  value = local.push ? null : join(" ", [
+    "gcloud pubsub subscriptions update",
+    google_eventarc_trigger.relay[0].transport[0].pubsub[0].subscription,
+    "--ack-deadline=600",
+    "--min-retry-delay=${var.retry_minimum_backoff}",
+    "--max-retry-delay=${var.retry_maximum_backoff}",
+    "--dead-letter-topic=${google_pubsub_topic.dead_letter.id}",
+    "--max-delivery-attempts=${var.max_delivery_attempts}",
+  ])
+}
