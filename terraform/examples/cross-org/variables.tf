@@ -44,7 +44,7 @@ variable "delivery" {
 }
 
 variable "reconcile_schedule" {
-  description = "Cron schedule for POST /sync; null until the deployed image has the reconcile feature."
+  description = "Cron schedule for POST /sync (reconcile); null for no job."
   type        = string
   default     = null
 }

@@ -97,6 +97,11 @@ resource "google_cloud_run_v2_service" "relay" {
         name  = "RELAY_LOG_FORMAT"
         value = "json"
       }
+      # Log lines link to the delivery's trace only as projects/PROJECT/traces/ID.
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
+      }
       # Beyond this many copies the relay answers 429; matching Cloud Run's per-instance
       # concurrency means Cloud Run adds an instance before the relay has to refuse work.
       env {

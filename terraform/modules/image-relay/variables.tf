@@ -156,7 +156,7 @@ variable "dead_letter_retention" {
 }
 
 variable "reconcile_schedule" {
-  description = "Cron schedule (e.g. \"0 */6 * * *\") of a Cloud Scheduler job that calls POST /sync, the reconcile endpoint that catches up anything a lost or dead-lettered notification missed. /sync comes with the relay's reconcile feature: leave null (no job) until the deployed image has it."
+  description = "Cron schedule (e.g. \"0 */6 * * *\") of a Cloud Scheduler job that calls POST /sync, the reconcile endpoint that catches up anything a lost or dead-lettered notification missed. Null: no job (events alone keep targets in line while nothing is lost)."
   type        = string
   default     = null
 }
