@@ -8,6 +8,11 @@ time-W.txt (its output, for the paired wall ratio), counts-W.csv (requests per
 registry), meta-W.env (date / commit / templates); raw-a.csv (curl ceiling);
 meta.json (machine). Every number and every met / not met in the output comes
 from these files; a workload without files is reported as not measured.
+
+bench/serve.sh adds, for the "Serve endpoint" section (rendered only when at
+least one of them exists): serve-load.csv (wrk medians, non-matching events)
+with meta-serve-load.env, and serve-delivery.csv (delivery -> pullable vs
+image-relay copy, medians) with meta-serve-delivery.env.
 """
 import csv
 import json
@@ -83,6 +88,21 @@ def load(res):
     return data, raw, meta
 
 
+def load_serve(res):
+    """The result files of bench/serve.sh; None when there are none."""
+    load = {r["label"]: r for r in read_csv(os.path.join(res, "serve-load.csv"))}.get("serve-nonmatching")
+    dl = {r["label"]: r for r in read_csv(os.path.join(res, "serve-delivery.csv"))}
+    if not load and not dl:
+        return None
+    return {
+        "load": load,
+        "load_meta": read_env(os.path.join(res, "meta-serve-load.env")),
+        "serve": dl.get("serve-delivery"),
+        "copy": dl.get("copy-two-targets"),
+        "delivery_meta": read_env(os.path.join(res, "meta-serve-delivery.env")),
+    }
+
+
 def row_vals(t):
     wall, cpu, rss = num(t.get("wall_s")), num(t.get("cpu_s")), num(t.get("maxrss_kib"))
     mbs = t.get("mb_per_s", "")
@@ -95,9 +115,143 @@ def check(ok, text, detail):
     return "- [%s] %s — **%s** (%s)" % ("x" if ok else " ", text, "met" if ok else "not met", detail)
 
 
+def render_serve(p, sv, meta):
+    """The "Serve endpoint" section, from bench/serve.sh's result files."""
+    L, lm = sv["load"], sv["load_meta"]
+    S, C, dm = sv["serve"], sv["copy"], sv["delivery_meta"]
+    p("## Serve endpoint")
+    p("")
+    p("`image-relay serve` (the Pub/Sub push endpoint, `--push-auth none`, JSON logs to a file) on "
+      "127.0.0.1, measured by `bench/serve.sh` on the same machine (%s CPUs); loopback only. "
+      "Generated from measured numbers only." % meta.get("nproc", "?"))
+    p("")
+    for name, m in (("load", lm), ("delivery", dm)):
+        if m:
+            p("- %s: %s, commit %s" % (name, m.get("date", "?"), m.get("commit", "?")))
+    for name, m in (("load", lm), ("delivery", dm)):
+        rb = m.get("relay_bin", "")
+        if rb and not rb.endswith("target/release/image-relay"):
+            p("- **%s was measured with another binary:** `%s`" % (name, rb))
+    p("")
+    p("```sh")
+    p("bash bench/serve.sh            # both parts; 'load' or 'delivery' for one")
+    p("```")
+    p("")
+
+    p("### Non-matching events under load")
+    p("")
+    if L:
+        p("wrk (%s) POSTs one valid Pub/Sub push delivery (`INSERT` of a digest in a repository outside "
+          "every rule's source, so it is answered 204 without contacting any registry) from a Lua "
+          "script: `%s`, after a %s warm-up run. wrk and the service share the %s CPUs. Medians of %s "
+          "run(s). CPU seconds per run: the service's user + sys (`/proc/PID/stat`), wrk's (GNU time), "
+          "and the rest of the machine's busy time (`/proc/stat`: loopback softirq work, any other "
+          "process); machine idle = share of all CPUs idle during the run. Peak RSS = the "
+          "service's `VmHWM` after all runs. %s" % (
+              lm.get("wrk", "wrk"), lm.get("wrk_cmd", "?"), lm.get("wrk_warmup", "?"),
+              meta.get("nproc", "?"), L["runs"], "Service: `%s`." % lm["serve_cmd"] if lm.get("serve_cmd") else ""))
+        p("")
+        p("| Requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | Non-2xx | Socket errors "
+          "| Service CPU s | wrk CPU s | Other CPU s | Machine idle | Service peak RSS MiB |")
+        p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        hwm = num(L.get("peak_rss_kib"))
+        idle = L.get("machine_idle_pct")
+        p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            "{:,.0f}".format(num(L["rps"])) if num(L.get("rps")) is not None else "—",
+            L.get("p50_ms", "—"), L.get("p90_ms", "—"), L.get("p99_ms", "—"), L.get("p999_ms", "—"),
+            L.get("max_ms", "—"), L.get("non2xx_total", "—"), L.get("socket_errors_total", "—"),
+            L.get("service_cpu_s", "—"), L.get("wrk_cpu_s", "—"), L.get("other_cpu_s", "—"),
+            ("%s%%" % idle) if idle else "—", fmt(hwm / 1024, 1) if hwm is not None else "—"))
+        p("")
+        req, ev = num(L.get("requests_total")), num(L.get("ignored_events_total"))
+        cpu, dur, rps = num(L.get("service_cpu_s")), num(L.get("duration_s")), num(L.get("rps"))
+        notes = []
+        if req is not None and ev is not None:
+            notes.append("wrk completed %d requests over the measured runs; the service's "
+                         "`image_relay_events_total{outcome=\"ignored\"}` grew by %d (requests still "
+                         "in flight when wrk stops are counted by the service only)" % (req, ev))
+        if cpu is not None and dur and rps:
+            notes.append("the service used %.2f CPUs on average, %.1f CPU-µs per request" % (
+                cpu / dur, 1e6 * cpu / (rps * dur)))
+        if notes:
+            p("Non-2xx counts every answer other than 2xx/3xx (the expected answer, 204, is checked "
+              "with curl before and after the load); %s." % "; ".join(notes))
+            p("")
+    else:
+        p("Not measured (`bash bench/serve.sh load`).")
+        p("")
+
+    p("### Delivery to pullable: one 20-layer image to two targets")
+    p("")
+    if S or C:
+        img = dm.get("image", "?")
+        byts = num((S or C).get("bytes"))
+        p("Workload b of the shared harness (`%s`, %s MiB of blobs) on the source registry; a rule "
+          "copies it to two target registries (`%s`), both wiped before every run. **serve**: from "
+          "just before the matching `INSERT` delivery is POSTed to the 200 answer (the answer comes "
+          "when both copies are in place), and to both targets answering a manifest `HEAD` with the "
+          "digest (checked with curl right after the answer). **copy**: `%s` (one process, both "
+          "targets) to its exit, and to the same `HEAD` check. Runs alternate serve / copy; medians "
+          "of %s run(s) after %s warm-up. CPU: the service's user + sys during the delivery, the copy "
+          "process's user + sys. Peak RSS: the service's `VmHWM` after all deliveries, the copy "
+          "process's max RSS (GNU time)." % (
+              img, fmt(byts / MiB, 1) if byts is not None else "?", dm.get("targets", "?"),
+              dm.get("copy_cmd", "image-relay copy"), (S or C).get("runs", "?"), dm.get("warmup", "?")))
+        p("")
+        p("| | Done s | Pullable from both s | CPU s | Peak RSS MiB |")
+        p("| --- | ---: | ---: | ---: | ---: |")
+        for lab, r in (("serve: delivery → 200", S), ("`image-relay copy` → exit", C)):
+            if not r:
+                p("| %s | not measured | | | |" % lab)
+                continue
+            rss = num(r.get("maxrss_kib"))
+            p("| %s | %s | %s | %s | %s |" % (
+                lab, fmt(num(r.get("done_s")), 3), fmt(num(r.get("pullable_s")), 3),
+                fmt(num(r.get("cpu_s"))), fmt(rss / 1024, 1) if rss is not None else "—"))
+        p("")
+    else:
+        p("Not measured (`bash bench/serve.sh delivery`).")
+        p("")
+
+    p("### Serve targets")
+    p("")
+    text = "≥ 20,000 requests/s for non-matching events, all answered 204"
+    rps = num(L.get("rps")) if L else None
+    if rps is not None:
+        bad, sock = num(L.get("non2xx_total")) or 0, num(L.get("socket_errors_total")) or 0
+        p(check(rps >= 20000 and bad == 0, text,
+                "median {:,.0f} req/s over {} run(s) of `{}`; non-2xx {:d}, socket errors {:d}; "
+                "p50 {} ms, p99 {} ms".format(rps, L.get("runs", "?"), lm.get("wrk_cmd", "wrk"),
+                                              int(bad), int(sock), L.get("p50_ms", "?"), L.get("p99_ms", "?"))))
+    else:
+        p(check(None, text, ""))
+    text = "delivery-to-pullable delay (20-layer image, two targets) reported and compared with `image-relay copy`"
+    sp = num(S.get("pullable_s")) if S else None
+    cp = num(C.get("pullable_s")) if C else None
+    if sp is not None and cp is not None:
+        ratio = num(S.get("pullable_ratio"))
+        detail = "median %.3f s from the POST to both targets serving the digest (200 after %.3f s) vs " \
+                 "%.3f s for the copy command (%+.0f ms)" % (
+                     sp, num(S.get("done_s")) or 0, cp, 1000 * (sp - cp))
+        if ratio is not None:
+            detail += "; serve / copy per round: median ratio %.3f" % ratio
+        detail += "; ratio of the medians %.3f" % (sp / cp)
+        p(check(True, text, detail))
+    else:
+        p(check(None, text, "serve %s, copy %s" % ("measured" if sp is not None else "missing",
+                                                  "measured" if cp is not None else "missing")))
+    p("")
+
+
 def main():
     res = sys.argv[1]
     data, raw, meta = load(res)
+    serve = load_serve(res)
+    if serve:  # machine facts from serve.sh when run.sh has not written meta.json
+        sm = dict(serve["delivery_meta"], **serve["load_meta"])
+        for k in ("nproc", "cpu", "mem_gib", "kernel"):
+            if k not in meta and k in sm:
+                meta[k] = sm[k]
     out = []
     p = out.append
     p("# Benchmarks")
@@ -106,6 +260,10 @@ def main():
       "benchmark harness (`../shared/bench`), between two local `docker-registry` processes on "
       "127.0.0.1 (plain HTTP, anonymous). Generated by `bench/run.sh` from measured numbers only; "
       "do not edit by hand.")
+    if serve:
+        p("")
+        p("The `serve` push endpoint is measured separately by `bench/serve.sh`: see "
+          "[Serve endpoint](#serve-endpoint).")
     p("")
     p("- Machine: %s CPUs (`nproc`), %s, %s GiB memory, kernel %s" % (
         meta.get("nproc", "?"), meta.get("cpu", "?"), meta.get("mem_gib", "?"), meta.get("kernel", "?")))
@@ -260,6 +418,8 @@ def main():
     else:
         p(check(True, text, detail))
     p("")
+    if serve:
+        render_serve(p, serve, meta)
     sys.stdout.write("\n".join(out) + "\n")
 
 

@@ -425,6 +425,8 @@ impl Gate<'_> {
         &self,
         layer: &SignatureLayer,
     ) -> Result<Result<String, Problem>, RegistryError> {
+        // The annotation, not the layer's media type, makes a layer a signature: cosign reads
+        // it the same way, and the payload's own `type` is checked after verification.
         let Some(signature) = layer.annotations.get(COSIGN_SIGNATURE_ANNOTATION) else {
             return Ok(Err(Problem::Malformed(format!(
                 "no {COSIGN_SIGNATURE_ANNOTATION} annotation"

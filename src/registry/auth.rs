@@ -396,6 +396,18 @@ impl HostAuth {
         }
     }
 
+    /// The access token behind this host's credentials, for Google APIs beside the registry
+    /// (a Google token is the password of `oauth2accesstoken`, or a bearer token).
+    pub async fn bearer_token(&self) -> Result<Option<String>, AuthError> {
+        Ok(match self.source.credential().await? {
+            Credential::Bearer(t) => Some(t.expose().to_owned()),
+            Credential::Basic { username, password } if username == "oauth2accesstoken" => {
+                Some(password.expose().to_owned())
+            }
+            _ => None,
+        })
+    }
+
     /// Drop a cached token the registry has just refused.
     pub async fn forget(&self, scope: &Scope) {
         self.tokens.lock().await.remove(scope);

@@ -8,6 +8,7 @@
 //! loses statuses, and it drops the manifest `Content-Type` we must push back unchanged. Working
 //! around all of that would leave little of it in use (`docs/design.md`).
 
+pub mod artifact_registry;
 pub mod auth;
 pub mod error;
 pub mod google;
@@ -124,10 +125,41 @@ impl Registries {
         })
     }
 
-    /// Repositories on `host` whose path starts with `prefix/`, from the registry catalog
-    /// (`/v2/_catalog`, paginated). Registries that do not offer the catalog answer 401, 403
-    /// or 404: the error says so.
+    /// Repositories on `host` whose path starts with `prefix/`: from the registry catalog
+    /// (`/v2/_catalog`, paginated), or, where an Artifact Registry host refuses the catalog,
+    /// from Artifact Registry's own image listing with the same Google token.
     pub async fn catalog(&self, host: &str, prefix: &str) -> Result<Vec<String>, RegistryError> {
+        match self.registry_catalog(host, prefix).await {
+            Err(e)
+                if matches!(e.status(), Some(401 | 403 | 404))
+                    && artifact_registry::location(host).is_some() =>
+            {
+                let hostref = self.host(host).map_err(|c| RegistryError::Protocol {
+                    op: e.op().clone(),
+                    detail: c.to_string(),
+                })?;
+                let token = hostref
+                    .auth
+                    .bearer_token()
+                    .await
+                    .map_err(|a| RegistryError::Auth {
+                        op: e.op().clone(),
+                        detail: a.0,
+                    })?;
+                let Some(token) = token else { return Err(e) };
+                let api = std::env::var(artifact_registry::API_URL_ENV)
+                    .unwrap_or_else(|_| artifact_registry::API_URL.to_owned());
+                artifact_registry::list_repositories(&self.http, &api, host, prefix, &token).await
+            }
+            r => r,
+        }
+    }
+
+    async fn registry_catalog(
+        &self,
+        host: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, RegistryError> {
         let client = self
             .repo(&Repository {
                 registry: host.to_owned(),
