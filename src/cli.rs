@@ -181,7 +181,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Copy(args) => copy(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Rules(RulesCommand::Check { path }) => rules_check(&path),
-        Command::Plan(args) => plan(&args),
+        Command::Plan(args) => plan(&args).await,
         Command::Sync(args) => sync(args).await,
     }
 }
@@ -327,7 +327,7 @@ fn rules_check(path: &Path) -> ExitCode {
     }
 }
 
-fn plan(args: &PlanArgs) -> ExitCode {
+async fn plan(args: &PlanArgs) -> ExitCode {
     let rules = match RuleSet::load(&args.rules) {
         Ok(r) => r,
         Err(errors) => {
@@ -346,9 +346,53 @@ fn plan(args: &PlanArgs) -> ExitCode {
         Err(e) => return usage_error(format!("{}: {e}", args.event_file.display())),
     };
     let plan = crate::relay::plan(&rules, &event);
+    // Gates read the source (signatures); nothing is ever written.
+    let gated = plan
+        .matches
+        .iter()
+        .any(|m| m.rule.signature.is_some() && m.release_of.is_none());
+    let relay = if gated {
+        match crate::relay::Relay::new(
+            rules.clone(),
+            1,
+            RetryPolicy::default(),
+            Arc::new(crate::telemetry::Metrics::new()),
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => return usage_error(e),
+        }
+    } else {
+        None
+    };
     println!("event: {} {}", event.action, event.reference());
     for m in &plan.matches {
         let r = &m.rule;
+        if let Some(subject) = &m.release_of {
+            let targets: Vec<String> = m.targets.iter().map(|t| t.to_string()).collect();
+            println!(
+                "rule {}: referrer of {subject} arrived: release the tags it selects that point there, and the referrer, to {}",
+                r.name,
+                targets.join(", ")
+            );
+            continue;
+        }
+        if let (Some(relay), Some(_)) = (&relay, &r.signature) {
+            let loaded = relay.loaded();
+            match relay.gate(&loaded, &event, m).await {
+                None => println!("rule {}: signature gate: signed by a trusted key", r.name),
+                Some(crate::relay::TargetStatus::Held { gate, reason }) => {
+                    println!("rule {}: held by the {gate} gate: {reason}", r.name);
+                    continue;
+                }
+                Some(other) => {
+                    println!(
+                        "rule {}: signature gate could not be checked: {other:?}",
+                        r.name
+                    );
+                    continue;
+                }
+            }
+        }
         let mut how = Vec::new();
         if !r.platforms.is_empty() {
             how.push(format!(

@@ -230,6 +230,10 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
     let outcome = state.relay.handle(&event, &plan).await;
     for t in &outcome.targets {
         match &t.status {
+            crate::relay::TargetStatus::Held { gate, reason } => tracing::warn!(
+                trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
+                gate = %gate, source = %outcome.source, "held by the {gate} gate: {reason}"
+            ),
             crate::relay::TargetStatus::Failed { error, retryable } => tracing::error!(
                 trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
                 retryable = *retryable, "copy failed: {error}"

@@ -39,7 +39,7 @@ pub struct SyncItem {
     /// `repo:tag` in a target, when the item concerns one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// `copied`, `would_copy`, `removed`, `would_remove`, `failed`.
+    /// `copied`, `would_copy`, `held`, `removed`, `would_remove`, `failed`.
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -54,6 +54,8 @@ pub struct SyncReport {
     pub already_in_place: usize,
     pub copied: usize,
     pub removed: usize,
+    /// Selected images a release gate held back.
+    pub held: usize,
     pub failed: usize,
     /// Everything that was not already in place.
     pub items: Vec<SyncItem>,
@@ -64,6 +66,7 @@ impl SyncReport {
         match item.outcome {
             "copied" => self.copied += 1,
             "removed" => self.removed += 1,
+            "held" => self.held += 1,
             "failed" => self.failed += 1,
             _ => {}
         }
@@ -187,7 +190,7 @@ async fn sync_repository(
                     return Vec::new();
                 };
                 if opts.dry_run {
-                    dry_run_tag(relay, repo, tag, &digest, targets).await
+                    dry_run_tag(relay, rule, repo, tag, &digest, targets).await
                 } else {
                     copy_tag(relay, rule, repo, tag, digest, targets).await
                 }
@@ -237,6 +240,7 @@ fn item(
 
 async fn dry_run_tag(
     relay: &Relay,
+    rule: &Rule,
     repo: &Repository,
     tag: &Tag,
     digest: &Digest,
@@ -244,6 +248,22 @@ async fn dry_run_tag(
 ) -> Vec<SyncResult> {
     let loaded = relay.loaded();
     let mut out = Vec::new();
+    let event = Event {
+        action: Action::Insert,
+        repo: repo.clone(),
+        tag: Some(tag.clone()),
+        digest: Some(digest.clone()),
+        message_id: None,
+        publish_time: None,
+        delivery: DeliveryForm::Reconcile,
+    };
+    let m = Match {
+        rule: rule.clone(),
+        targets: targets.to_vec(),
+        release_of: None,
+    };
+    // What a copy would meet first: the rule's release gates.
+    let held = relay.gate(&loaded, &event, &m).await;
     for t in targets {
         let source = format!("{repo}:{tag}");
         let target = format!("{t}:{tag}");
@@ -254,21 +274,33 @@ async fn dry_run_tag(
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        out.push(match head {
-            Ok(Some(h)) if h.digest.as_ref() == Some(digest) => SyncResult::InPlace,
-            Ok(Some(_)) => SyncResult::Item(
+        out.push(match (head, &held) {
+            (Ok(Some(h)), _) if h.digest.as_ref() == Some(digest) => SyncResult::InPlace,
+            (Err(e), _) => SyncResult::Failed(source, Some(target), e),
+            (_, Some(TargetStatus::Held { gate, reason })) => SyncResult::Item(
                 source,
                 target,
-                "would_copy",
-                Some(format!("target holds another digest; source has {digest}")),
+                "held",
+                Some(format!("{gate} gate: {reason}")),
             ),
-            Ok(None) => SyncResult::Item(
-                source,
-                target,
-                "would_copy",
-                Some("missing in the target".into()),
-            ),
-            Err(e) => SyncResult::Failed(source, Some(target), e),
+            (_, Some(TargetStatus::Failed { error, .. })) => {
+                SyncResult::Failed(source, Some(target), error.clone())
+            }
+            (head, _) => match head {
+                Ok(Some(_)) => SyncResult::Item(
+                    source,
+                    target,
+                    "would_copy",
+                    Some(format!("target holds another digest; source has {digest}")),
+                ),
+                Ok(None) => SyncResult::Item(
+                    source,
+                    target,
+                    "would_copy",
+                    Some("missing in the target".into()),
+                ),
+                Err(e) => SyncResult::Failed(source, Some(target), e),
+            },
         });
     }
     out
@@ -295,6 +327,7 @@ async fn copy_tag(
         matches: vec![Match {
             rule: rule.clone(),
             targets: targets.to_vec(),
+            release_of: None,
         }],
         rejections: Vec::new(),
     };
@@ -318,6 +351,12 @@ async fn copy_tag(
             TargetStatus::Failed { error, .. } => {
                 SyncResult::Failed(source.clone(), Some(t.target), error)
             }
+            TargetStatus::Held { gate, reason } => SyncResult::Item(
+                source.clone(),
+                t.target,
+                "held",
+                Some(format!("{gate} gate: {reason}")),
+            ),
             TargetStatus::Deleted | TargetStatus::NothingToDelete { .. } => SyncResult::InPlace,
         })
         .collect()

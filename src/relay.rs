@@ -13,7 +13,7 @@ use crate::config::ConfigError;
 use crate::copy::progress::Progress;
 use crate::copy::{CopyError, CopyOptions, CopyRequest, Engine, TargetOutcome};
 use crate::event::{Action, Event};
-use crate::reference::{Reference, Repository};
+use crate::reference::{Digest, Reference, Repository};
 use crate::registry::Registries;
 use crate::registry::error::RegistryError;
 use crate::registry::retry::RetryPolicy;
@@ -31,6 +31,8 @@ pub struct Loaded {
 pub struct Match {
     pub rule: Rule,
     pub targets: Vec<Repository>,
+    /// Set when the event is a signature arriving for this digest: release the image's tags.
+    pub release_of: Option<Digest>,
 }
 
 /// A rule that did not match, and the clause that turned the event away.
@@ -57,6 +59,12 @@ pub fn plan(rules: &RuleSet, event: &Event) -> Plan {
             Verdict::Match { targets } => matches.push(Match {
                 rule: rule.clone(),
                 targets,
+                release_of: None,
+            }),
+            Verdict::ReferrerArrived { subject, targets } => matches.push(Match {
+                rule: rule.clone(),
+                targets,
+                release_of: Some(subject),
             }),
             Verdict::Rejected { clause, reason } => rejections.push(Rejection {
                 rule: rule.name.clone(),
@@ -84,6 +92,12 @@ pub enum TargetStatus {
     NothingToDelete {
         reason: String,
     },
+    /// Not copied: a release gate held the image back. Acknowledged: a retry cannot help, a
+    /// later event (the signature arriving) can.
+    Held {
+        gate: String,
+        reason: String,
+    },
     Failed {
         error: String,
         retryable: bool,
@@ -98,6 +112,7 @@ impl TargetStatus {
             TargetStatus::TagSuperseded => "tag_superseded",
             TargetStatus::Deleted => "deleted",
             TargetStatus::NothingToDelete { .. } => "nothing_to_delete",
+            TargetStatus::Held { .. } => "held",
             TargetStatus::Failed {
                 retryable: true, ..
             } => "failed_retryable",
@@ -258,9 +273,10 @@ impl Relay {
         let loaded = self.loaded();
         let mut targets = Vec::new();
         for m in &plan.matches {
-            let results = match event.action {
-                Action::Insert => self.copy(&loaded, event, m).await,
-                Action::Delete => self.delete(&loaded, event, m).await,
+            let results = match (event.action, &m.release_of) {
+                (Action::Insert, Some(subject)) => self.release(&loaded, event, m, subject).await,
+                (Action::Insert, None) => self.copy(&loaded, event, m).await,
+                (Action::Delete, _) => self.delete(&loaded, event, m).await,
             };
             for (target, status) in results {
                 self.metrics.copy(&m.rule.name, &target, status.label());
@@ -279,7 +295,157 @@ impl Relay {
         }
     }
 
+    /// A cosign referrer (signature, attestation, SBOM) arrived for `subject`: copy every tag
+    /// of the repository that the rule selects and that points at `subject` (each copy passes
+    /// the gates again), then the referrer itself to the targets where its subject went. A
+    /// referrer of an image the rule does not release goes nowhere.
+    async fn release(
+        &self,
+        loaded: &Loaded,
+        event: &Event,
+        m: &Match,
+        subject: &Digest,
+    ) -> Vec<(String, TargetStatus)> {
+        let failed = |e: String, retryable: bool| {
+            m.targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.to_string(),
+                        TargetStatus::Failed {
+                            error: e.clone(),
+                            retryable,
+                        },
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let source = match loaded.registries.repo(&event.repo) {
+            Ok(s) => s,
+            Err(e) => return failed(e.to_string(), false),
+        };
+        let listing = match source.list_tags().await {
+            Ok(l) => l,
+            Err(e) => {
+                return failed(
+                    format!("listing tags to release {subject}: {e}"),
+                    e.is_retryable() || e.is_denied(),
+                );
+            }
+        };
+        let mut out = Vec::new();
+        for tag in listing.tags.iter().filter(|t| m.rule.selects_tag(t)) {
+            let digest = match listing.digests.get(tag) {
+                Some(d) => Some(d.clone()),
+                None => match source.head_manifest(tag).await {
+                    Ok(h) => h.and_then(|h| h.digest),
+                    Err(e) => {
+                        out.extend(failed(e.to_string(), e.is_retryable() || e.is_denied()));
+                        continue;
+                    }
+                },
+            };
+            if digest.as_ref() != Some(subject) {
+                continue;
+            }
+            let Ok(tag) = tag.parse() else { continue };
+            let released = Event {
+                tag: Some(tag),
+                digest: Some(subject.clone()),
+                ..event.clone()
+            };
+            let plain = Match {
+                release_of: None,
+                ..m.clone()
+            };
+            out.extend(self.copy(loaded, &released, &plain).await);
+        }
+        let subject_released = out
+            .iter()
+            .any(|(_, s)| matches!(s, TargetStatus::Copied | TargetStatus::AlreadyPresent));
+        if subject_released {
+            // The referrer needs no gate of its own, and has no referrers to bring.
+            let mut rule = m.rule.clone();
+            rule.signature = None;
+            rule.referrers = false;
+            rule.platforms.clear();
+            let referrer = Match {
+                rule,
+                targets: m.targets.clone(),
+                release_of: None,
+            };
+            out.extend(self.copy(loaded, event, &referrer).await);
+        }
+        out
+    }
+
+    /// The release gates of the rule, in front of a copy: `None` to go ahead, or the status
+    /// every target gets instead (also what `plan` and `sync --dry-run` report).
+    pub async fn gate(&self, loaded: &Loaded, event: &Event, m: &Match) -> Option<TargetStatus> {
+        let keys = m.rule.signature.as_ref()?;
+        let source = match loaded.registries.repo(&event.repo) {
+            Ok(s) => s,
+            Err(e) => {
+                return Some(TargetStatus::Failed {
+                    error: e.to_string(),
+                    retryable: false,
+                });
+            }
+        };
+        let digest = match &event.digest {
+            Some(d) => d.clone(),
+            None => match source
+                .head_manifest(&event.reference().manifest_ref())
+                .await
+            {
+                Ok(Some(crate::registry::ManifestHead {
+                    digest: Some(d), ..
+                })) => d,
+                Ok(_) => {
+                    return Some(TargetStatus::Failed {
+                        error: format!("source {} does not exist", event.reference()),
+                        retryable: false,
+                    });
+                }
+                Err(e) => {
+                    return Some(TargetStatus::Failed {
+                        retryable: e.is_retryable() || e.is_denied(),
+                        error: e.to_string(),
+                    });
+                }
+            },
+        };
+        match crate::signature::check(&source, &digest, keys).await {
+            Ok(v) if v.is_signed() => None,
+            Ok(crate::signature::Verdict::Unsigned { reason }) => {
+                self.metrics.held(&m.rule.name, "signature");
+                Some(TargetStatus::Held {
+                    gate: "signature".into(),
+                    reason,
+                })
+            }
+            Ok(crate::signature::Verdict::Signed { .. }) => None,
+            Err(e) => Some(TargetStatus::Failed {
+                retryable: e.is_retryable() || e.is_denied(),
+                error: e.to_string(),
+            }),
+        }
+    }
+
     async fn copy(&self, loaded: &Loaded, event: &Event, m: &Match) -> Vec<(String, TargetStatus)> {
+        if let Some(status) = self.gate(loaded, event, m).await {
+            return m
+                .targets
+                .iter()
+                .map(|t| {
+                    let name = match &event.tag {
+                        Some(tag) => format!("{t}:{tag}"),
+                        None => t.to_string(),
+                    };
+                    (name, status.clone())
+                })
+                .collect();
+        }
         let source = event.reference();
         let targets: Vec<Reference> = m
             .targets

@@ -24,7 +24,9 @@ use toml::Spanned;
 use crate::config::{RegistryConfig, RegistrySettings};
 use crate::event::{Action, Event};
 use crate::manifest::PlatformFilter;
+use crate::reference::Digest;
 use crate::reference::Repository;
+use crate::signature::TrustedKeys;
 
 /// Compiled operator patterns are bounded: the regex crate matches in linear time, and this
 /// caps the memory one pattern may take.
@@ -100,6 +102,8 @@ pub struct Rule {
     /// Copy digest-only (untagged) pushes too.
     pub digests: bool,
     pub on_delete: OnDelete,
+    /// Release gate: the image digest must carry a cosign signature by one of these keys.
+    pub signature: Option<TrustedKeys>,
 }
 
 /// What one rule makes of one event.
@@ -107,6 +111,13 @@ pub struct Rule {
 pub enum Verdict {
     /// The event's image goes to these repositories.
     Match { targets: Vec<Repository> },
+    /// A cosign signature, attestation or SBOM (`sha256-HEX.sig|.att|.sbom`) arrived for
+    /// `subject`, under a rule that gates on signatures or copies referrers: release the
+    /// subject's selected tags (a gate may now pass) and bring the referrer along.
+    ReferrerArrived {
+        subject: Digest,
+        targets: Vec<Repository>,
+    },
     /// Turned away by `clause`, for `reason`.
     Rejected { clause: Clause, reason: String },
 }
@@ -180,6 +191,15 @@ impl Rule {
             }
             _ => {}
         }
+        if let (Some(tag), Action::Insert) = (&event.tag, event.action)
+            && (self.signature.is_some() || self.referrers)
+            && let Some(subject) = cosign_referrer_subject(tag.as_str())
+        {
+            return Verdict::ReferrerArrived {
+                subject,
+                targets: self.targets_for(rel),
+            };
+        }
         match &event.tag {
             None if !self.digests => {
                 return reject(
@@ -207,6 +227,15 @@ impl Rule {
             targets: self.targets_for(rel),
         }
     }
+}
+
+/// `sha256-HEX.sig` (`.att`, `.sbom`) names a cosign referrer of `sha256:HEX`.
+fn cosign_referrer_subject(tag: &str) -> Option<Digest> {
+    let (stem, _) = [".sig", ".att", ".sbom"]
+        .iter()
+        .find_map(|s| tag.strip_suffix(s).map(|stem| (stem, s)))?;
+    stem.strip_prefix("sha256-")
+        .and_then(|hex| format!("sha256:{hex}").parse().ok())
 }
 
 /// Every rule and registry setting in force.
@@ -284,7 +313,9 @@ impl RuleSet {
             }
             for raw in shape.rule {
                 let span = raw.span();
-                match compile(raw.into_inner(), &at) {
+                // Key paths in a rule are relative to the file that names them.
+                let dir = Path::new(file).parent().unwrap_or(Path::new("."));
+                match compile(raw.into_inner(), dir, &at) {
                     Ok((rule, hosts)) => {
                         if !names.insert(rule.name.clone()) {
                             errors
@@ -390,12 +421,22 @@ struct RuleShape {
     digests: bool,
     #[serde(default)]
     on_delete: OnDelete,
+    #[serde(default)]
+    require_signature: Option<Spanned<SignatureGate>>,
+}
+
+/// `require_signature = { keys = ["cosign.pub"] }`: paths relative to the rule file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureGate {
+    keys: Vec<String>,
 }
 
 type Hosts = Vec<(String, Range<usize>)>;
 
 fn compile(
     r: RuleShape,
+    dir: &Path,
     at: &dyn Fn(Range<usize>, String) -> RuleError,
 ) -> Result<(Rule, Hosts), Vec<RuleError>> {
     let mut errors = Vec::new();
@@ -494,6 +535,22 @@ fn compile(
             Err(e) => errors.push(at(p.span(), format!("rule {label:?}: platforms: {e}"))),
         }
     }
+    let signature = match &r.require_signature {
+        None => None,
+        Some(gate) => {
+            let paths: Vec<PathBuf> = gate.get_ref().keys.iter().map(|k| dir.join(k)).collect();
+            match TrustedKeys::load(&paths) {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    errors.push(at(
+                        gate.span(),
+                        format!("rule {:?}: require_signature: {e}", name),
+                    ));
+                    None
+                }
+            }
+        }
+    };
     match (errors.is_empty(), source) {
         (true, Some(source)) => Ok((
             Rule {
@@ -507,6 +564,7 @@ fn compile(
                 referrers: r.referrers,
                 digests: r.digests,
                 on_delete: r.on_delete,
+                signature,
             },
             hosts,
         )),
@@ -579,7 +637,7 @@ auth = "none"
         let r = &set.rules[0];
         let clause = |e: Event| match r.evaluate(&e) {
             Verdict::Rejected { clause, .. } => Some(clause),
-            Verdict::Match { .. } => None,
+            Verdict::Match { .. } | Verdict::ReferrerArrived { .. } => None,
         };
         assert_eq!(
             clause(event(

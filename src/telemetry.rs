@@ -51,6 +51,13 @@ pub struct Metrics {
     /// Copies running now.
     pub in_flight: Gauge,
     reloads: Family<ResultLabel, Counter>,
+    held: Family<GateLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    rule: String,
+    gate: String,
 }
 
 impl Default for Metrics {
@@ -103,6 +110,12 @@ impl Metrics {
         registry.register("copies_in_flight", "Copies running now", in_flight.clone());
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register("rule_reloads", "Rule reloads by result", reloads.clone());
+        let held = Family::<GateLabels, Counter>::default();
+        registry.register(
+            "held",
+            "Images a release gate held back, by rule and gate",
+            held.clone(),
+        );
         Metrics {
             registry,
             events,
@@ -113,6 +126,7 @@ impl Metrics {
             replication_seconds,
             in_flight,
             reloads,
+            held,
         }
     }
 
@@ -163,6 +177,16 @@ impl Metrics {
         if let Ok(d) = SystemTime::now().duration_since(t) {
             self.replication_seconds.observe(d.as_secs_f64());
         }
+    }
+
+    /// Count an image a release gate held back.
+    pub fn held(&self, rule: &str, gate: &str) {
+        self.held
+            .get_or_create(&GateLabels {
+                rule: rule.to_owned(),
+                gate: gate.to_owned(),
+            })
+            .inc();
     }
 
     /// Count a rule reload.

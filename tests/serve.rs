@@ -601,3 +601,53 @@ async fn sigterm_lets_the_copy_in_flight_finish_then_exits() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_signature_pushed_after_its_image_was_copied_follows_it() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let repo = format!("{}/releases/app", src.host());
+        let img = s
+            .push_random_image("releases/app", Some("v1"), Format::Oci, 41)
+            .await;
+        let n = notification("INSERT", &repo, Some(&img.manifest.digest), Some("v1"));
+        assert_eq!(svc.post(&deliver(Form::PubSubPush, &n, "s1")).await.0, 200);
+        let sig = s.push_cosign_signature("releases/app", &img.manifest).await;
+        let sig_tag = format!("sha256-{}.sig", img.manifest.hex());
+        let n = notification("INSERT", &repo, Some(&sig.digest), Some(&sig_tag));
+        let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "s2")).await;
+        assert_eq!(status, 200, "{body}");
+        let got = Seeder::for_registry(&dst)
+            .get_manifest_raw("partner/app", &sig_tag)
+            .await;
+        assert_eq!(got.map(|m| m.bytes), Some(sig.bytes), "{body}");
+        // A signature of an image the rule never released goes nowhere.
+        let other = s
+            .push_random_image("releases/app", Some("nightly"), Format::Oci, 42)
+            .await;
+        let other_sig = s
+            .push_cosign_signature("releases/app", &other.manifest)
+            .await;
+        let other_tag = format!("sha256-{}.sig", other.manifest.hex());
+        let n = notification("INSERT", &repo, Some(&other_sig.digest), Some(&other_tag));
+        assert_eq!(svc.post(&deliver(Form::PubSubPush, &n, "s3")).await.0, 200);
+        assert!(
+            Seeder::for_registry(&dst)
+                .get_manifest_raw("partner/app", &other_tag)
+                .await
+                .is_none()
+        );
+    })
+    .await;
+}

@@ -1,0 +1,282 @@
+//! Release gates through the real service: only images signed by a trusted key leave, their
+//! signatures travel with them, and signing after pushing releases the image.
+
+mod common;
+
+use common::cosign::CosignKey;
+use common::service::*;
+use common::*;
+use serde_json::Value;
+
+struct Setup {
+    src: Registry,
+    dst: Registry,
+    svc: Service,
+    key: CosignKey,
+    _keys: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let src = Registry::start().await;
+    let dst = Registry::start().await;
+    let key = CosignKey::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let pub_path = key.write_public(keys.path(), "release.pub");
+    let gate = format!(
+        "require_signature = {{ keys = [{:?}] }}",
+        pub_path.display().to_string()
+    );
+    let svc = Service::start(
+        &rules(
+            &format!("{}/releases", src.host()),
+            &[&format!("{}/partner", dst.host())],
+            &gate,
+        ),
+        &["--push-auth", "none"],
+    )
+    .await;
+    Setup {
+        src,
+        dst,
+        svc,
+        key,
+        _keys: keys,
+    }
+}
+
+impl Setup {
+    async fn deliver(&self, repo: &str, digest: &str, tag: &str) -> (u16, Value) {
+        let n = notification(
+            "INSERT",
+            &format!("{}/{repo}", self.src.host()),
+            Some(digest),
+            Some(tag),
+        );
+        let (status, body, _) = self.svc.post(&deliver(Form::PubSubPush, &n, "g")).await;
+        (status, body)
+    }
+
+    async fn target_has(&self, repo: &str, tag: &str) -> bool {
+        Seeder::for_registry(&self.dst)
+            .get_manifest_raw(repo, tag)
+            .await
+            .is_some()
+    }
+}
+
+#[tokio::test]
+async fn a_signed_image_is_copied_with_its_signature() {
+    with_timeout(60, async {
+        let s = setup().await;
+        let seed = Seeder::for_registry(&s.src);
+        let index = seed
+            .push_multiarch("releases/app", Some("v1.0"), Format::Oci, 91)
+            .await;
+        let sig = seed
+            .cosign_sign("releases/app", &index.manifest, &s.key)
+            .await;
+        let (status, body) = s
+            .deliver("releases/app", &index.manifest.digest, "v1.0")
+            .await;
+        assert_eq!(
+            (status, body["targets"][0]["outcome"].as_str()),
+            (200, Some("copied")),
+            "{body}"
+        );
+        let d = Seeder::for_registry(&s.dst);
+        assert_eq!(
+            d.get_manifest_raw("partner/app", "v1.0")
+                .await
+                .unwrap()
+                .bytes,
+            index.manifest.bytes
+        );
+        // The signature travels along, so the target can verify it too.
+        let sig_tag = format!("sha256-{}.sig", index.manifest.hex());
+        assert_eq!(
+            d.get_manifest_raw("partner/app", &sig_tag)
+                .await
+                .unwrap()
+                .bytes,
+            sig.bytes
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_and_misdirected_images_are_held() {
+    with_timeout(60, async {
+        let s = setup().await;
+        let seed = Seeder::for_registry(&s.src);
+        let unsigned = seed
+            .push_random_image("releases/unsigned", Some("v1"), Format::Oci, 92)
+            .await;
+        let other_key = seed
+            .push_random_image("releases/otherkey", Some("v1"), Format::Oci, 93)
+            .await;
+        seed.cosign_sign(
+            "releases/otherkey",
+            &other_key.manifest,
+            &CosignKey::generate(),
+        )
+        .await;
+        // A valid signature by the trusted key, but over another image's digest.
+        let elsewhere = seed
+            .push_random_image("releases/elsewhere", Some("v1"), Format::Oci, 94)
+            .await;
+        let decoy = seed
+            .push_random_image("releases/elsewhere", Some("decoy"), Format::Oci, 95)
+            .await;
+        let wrong = s.key.sign_image(
+            &format!("{}/releases/elsewhere", s.src.host()),
+            &decoy.manifest.digest,
+        );
+        seed.push_cosign_sig_tag("releases/elsewhere", &elsewhere.manifest.digest, &[&wrong])
+            .await;
+
+        for (repo, img, why) in [
+            ("unsigned", &unsigned, "no signature"),
+            ("otherkey", &other_key, "untrusted key"),
+            ("elsewhere", &elsewhere, "another digest"),
+        ] {
+            let (status, body) = s
+                .deliver(&format!("releases/{repo}"), &img.manifest.digest, "v1")
+                .await;
+            assert_eq!(status, 200, "held images are acknowledged: {body}");
+            let t = &body["targets"][0];
+            assert_eq!(t["outcome"], "held", "{body}");
+            assert!(
+                t["reason"].as_str().unwrap().contains(why),
+                "{repo}: {body}"
+            );
+            assert!(
+                !s.target_has(&format!("partner/{repo}"), "v1").await,
+                "{repo} leaked"
+            );
+        }
+        let log = s.svc.log();
+        assert!(
+            log.contains("\"severity\":\"WARNING\"") && log.contains("held by the signature gate"),
+            "{log}"
+        );
+        let m = s.svc.metrics().await;
+        assert!(
+            m.contains("image_relay_held_total{rule=\"releases\",gate=\"signature\"} 3"),
+            "{m}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_signature_pushed_after_the_image_releases_it() {
+    with_timeout(60, async {
+        let s = setup().await;
+        let seed = Seeder::for_registry(&s.src);
+        let img = seed
+            .push_random_image("releases/app", Some("v2.0"), Format::Docker, 96)
+            .await;
+        let (_, body) = s
+            .deliver("releases/app", &img.manifest.digest, "v2.0")
+            .await;
+        assert_eq!(body["targets"][0]["outcome"], "held", "{body}");
+        // The signature arrives later: its own INSERT event names the .sig tag.
+        let sig = seed
+            .cosign_sign("releases/app", &img.manifest, &s.key)
+            .await;
+        let sig_tag = format!("sha256-{}.sig", img.manifest.hex());
+        let (status, body) = s.deliver("releases/app", &sig.digest, &sig_tag).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
+        assert_eq!(
+            body["targets"][0]["target"],
+            format!("{}/partner/app:v2.0", s.dst.host()),
+            "{body}"
+        );
+        let d = Seeder::for_registry(&s.dst);
+        assert_eq!(
+            d.get_manifest_raw("partner/app", "v2.0")
+                .await
+                .unwrap()
+                .bytes,
+            img.manifest.bytes
+        );
+        assert!(
+            s.target_has("partner/app", &sig_tag).await,
+            "the signature came along"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plan_and_sync_dry_run_show_what_the_gate_would_hold() {
+    with_timeout(60, async {
+        let s = setup().await;
+        let seed = Seeder::for_registry(&s.src);
+        let signed = seed
+            .push_random_image("releases/ok", Some("v1"), Format::Oci, 97)
+            .await;
+        seed.cosign_sign("releases/ok", &signed.manifest, &s.key)
+            .await;
+        let unsigned = seed
+            .push_random_image("releases/nope", Some("v1"), Format::Oci, 98)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let event = dir.path().join("event.json");
+        let n = notification(
+            "INSERT",
+            &format!("{}/releases/nope", s.src.host()),
+            Some(&unsigned.manifest.digest),
+            Some("v1"),
+        );
+        std::fs::write(&event, n.to_string()).unwrap();
+        let out = std::process::Command::new(RELAY)
+            .args([
+                "plan",
+                "--rules",
+                s.svc.rules.to_str().unwrap(),
+                event.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("held by the signature gate") && text.contains("no signature"),
+            "{text}"
+        );
+
+        let out = std::process::Command::new(RELAY)
+            .args([
+                "sync",
+                "--dry-run",
+                "--json",
+                "--rules",
+                s.svc.rules.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let items = report["items"].as_array().unwrap();
+        let outcome = |repo: &str| {
+            items
+                .iter()
+                .find(|i| i["source"].as_str().unwrap().contains(repo))
+                .map(|i| i["outcome"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            outcome("releases/nope").as_deref(),
+            Some("held"),
+            "{report}"
+        );
+        assert_eq!(
+            outcome("releases/ok").as_deref(),
+            Some("would_copy"),
+            "{report}"
+        );
+        assert!(!s.target_has("partner/ok", "v1").await, "dry run wrote");
+    })
+    .await;
+}
