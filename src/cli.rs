@@ -350,7 +350,7 @@ async fn plan(args: &PlanArgs) -> ExitCode {
     let gated = plan
         .matches
         .iter()
-        .any(|m| m.rule.signature.is_some() && m.release_of.is_none());
+        .any(|m| !m.rule.signatures.is_empty() && m.release_of.is_none());
     let relay = if gated {
         match crate::relay::Relay::new(
             rules.clone(),
@@ -376,7 +376,7 @@ async fn plan(args: &PlanArgs) -> ExitCode {
             );
             continue;
         }
-        if let (Some(relay), Some(_)) = (&relay, &r.signature) {
+        if let (Some(relay), false) = (&relay, r.signatures.is_empty()) {
             let loaded = relay.loaded();
             match relay.gate(&loaded, &event, m).await {
                 None => println!("rule {}: signature gate: signed by a trusted key", r.name),

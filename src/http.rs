@@ -211,6 +211,10 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
         // The topic carries every push of the project: most events are someone else's.
         tracing::debug!(trace = %trace, message_id = %message_id, source = %event.reference(), "{reason}");
         state.metrics.event(form, &action, "ignored");
+        // Turned away by a rule that watches this source: a decision, audited.
+        if let Some(r) = crate::audit::record(&event, &plan, None, 0) {
+            crate::audit::emit(&r);
+        }
         // A 204 carries no body, so the JSON reason travels in a header.
         let detail = json!({ "reason": reason, "rejections": plan.rejections }).to_string();
         let mut resp = StatusCode::NO_CONTENT.into_response();

@@ -5,6 +5,7 @@
 //! [`copy`] engine plans what each target lacks from the source's [`manifest`]s, and
 //! [`registry`] speaks the distribution protocol with the settings of [`config`].
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod copy;
@@ -20,3 +21,4 @@ pub mod rules;
 pub mod serve;
 pub mod signature;
 pub mod telemetry;
+pub mod vulnerability;

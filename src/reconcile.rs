@@ -39,7 +39,7 @@ pub struct SyncItem {
     /// `repo:tag` in a target, when the item concerns one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// `copied`, `would_copy`, `held`, `removed`, `would_remove`, `failed`.
+    /// `copied`, `would_copy`, `held`, `pending`, `removed`, `would_remove`, `failed`.
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -338,7 +338,9 @@ async fn copy_tag(
         .into_iter()
         .map(|t| match t.status {
             TargetStatus::AlreadyPresent => SyncResult::InPlace,
-            TargetStatus::Copied => SyncResult::Item(source.clone(), t.target, "copied", None),
+            TargetStatus::Copied { .. } => {
+                SyncResult::Item(source.clone(), t.target, "copied", None)
+            }
             TargetStatus::TagSuperseded => SyncResult::Item(
                 source.clone(),
                 t.target,
@@ -355,6 +357,12 @@ async fn copy_tag(
                 source.clone(),
                 t.target,
                 "held",
+                Some(format!("{gate} gate: {reason}")),
+            ),
+            TargetStatus::Pending { gate, reason } => SyncResult::Item(
+                source.clone(),
+                t.target,
+                "pending",
                 Some(format!("{gate} gate: {reason}")),
             ),
             TargetStatus::Deleted | TargetStatus::NothingToDelete { .. } => SyncResult::InPlace,

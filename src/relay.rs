@@ -83,7 +83,12 @@ pub fn plan(rules: &RuleSet, event: &Event) -> Plan {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum TargetStatus {
-    Copied,
+    /// Written: `bytes` read from the source for the copy that served this target (shared by
+    /// the targets of one copy: the source is read once), over `duration_ms`.
+    Copied {
+        bytes: u64,
+        duration_ms: u64,
+    },
     AlreadyPresent,
     /// Content copied; the tag was left alone because the source tag has moved on.
     TagSuperseded,
@@ -98,6 +103,12 @@ pub enum TargetStatus {
         gate: String,
         reason: String,
     },
+    /// Not copied yet: a gate cannot decide (a vulnerability scan still running). Pub/Sub is
+    /// asked to redeliver later.
+    Pending {
+        gate: String,
+        reason: String,
+    },
     Failed {
         error: String,
         retryable: bool,
@@ -107,12 +118,13 @@ pub enum TargetStatus {
 impl TargetStatus {
     pub fn label(&self) -> &'static str {
         match self {
-            TargetStatus::Copied => "copied",
+            TargetStatus::Copied { .. } => "copied",
             TargetStatus::AlreadyPresent => "already_present",
             TargetStatus::TagSuperseded => "tag_superseded",
             TargetStatus::Deleted => "deleted",
             TargetStatus::NothingToDelete { .. } => "nothing_to_delete",
             TargetStatus::Held { .. } => "held",
+            TargetStatus::Pending { .. } => "pending",
             TargetStatus::Failed {
                 retryable: true, ..
             } => "failed_retryable",
@@ -164,7 +176,11 @@ impl Outcome {
                 |t| matches!(t.status, TargetStatus::Failed { retryable: r, .. } if r == retryable),
             )
         };
-        if failed(true) {
+        let pending = self
+            .targets
+            .iter()
+            .any(|t| matches!(t.status, TargetStatus::Pending { .. }));
+        if failed(true) || pending {
             Disposition::RetryLater
         } else if failed(false) {
             Disposition::FailedPermanently
@@ -270,6 +286,20 @@ impl Relay {
     /// Handle one event: copies, tag guards, deletions. Only sources named in matching rules
     /// are contacted; an event no rule matches touches no registry.
     pub async fn handle(&self, event: &Event, plan: &Plan) -> Outcome {
+        let started = Instant::now();
+        let outcome = self.decide(event, plan).await;
+        if let Some(r) = crate::audit::record(
+            event,
+            plan,
+            Some(&outcome),
+            started.elapsed().as_millis() as u64,
+        ) {
+            crate::audit::emit(&r);
+        }
+        outcome
+    }
+
+    async fn decide(&self, event: &Event, plan: &Plan) -> Outcome {
         let loaded = self.loaded();
         let mut targets = Vec::new();
         for m in &plan.matches {
@@ -360,13 +390,16 @@ impl Relay {
             };
             out.extend(self.copy(loaded, &released, &plain).await);
         }
-        let subject_released = out
-            .iter()
-            .any(|(_, s)| matches!(s, TargetStatus::Copied | TargetStatus::AlreadyPresent));
+        let subject_released = out.iter().any(|(_, s)| {
+            matches!(
+                s,
+                TargetStatus::Copied { .. } | TargetStatus::AlreadyPresent
+            )
+        });
         if subject_released {
             // The referrer needs no gate of its own, and has no referrers to bring.
             let mut rule = m.rule.clone();
-            rule.signature = None;
+            rule.signatures.clear();
             rule.referrers = false;
             rule.platforms.clear();
             let referrer = Match {
@@ -382,7 +415,9 @@ impl Relay {
     /// The release gates of the rule, in front of a copy: `None` to go ahead, or the status
     /// every target gets instead (also what `plan` and `sync --dry-run` report).
     pub async fn gate(&self, loaded: &Loaded, event: &Event, m: &Match) -> Option<TargetStatus> {
-        let keys = m.rule.signature.as_ref()?;
+        if m.rule.signatures.is_empty() {
+            return None;
+        }
         let source = match loaded.registries.repo(&event.repo) {
             Ok(s) => s,
             Err(e) => {
@@ -415,21 +450,37 @@ impl Relay {
                 }
             },
         };
-        match crate::signature::check(&source, &digest, keys).await {
-            Ok(v) if v.is_signed() => None,
-            Ok(crate::signature::Verdict::Unsigned { reason }) => {
-                self.metrics.held(&m.rule.name, "signature");
-                Some(TargetStatus::Held {
-                    gate: "signature".into(),
-                    reason,
-                })
+        // Every key set must have signed: the build key, then the approvers.
+        for (i, keys) in m.rule.signatures.iter().enumerate() {
+            match crate::signature::check(&source, &digest, keys).await {
+                Ok(crate::signature::Verdict::Signed { .. }) => {}
+                Ok(crate::signature::Verdict::Unsigned { reason }) => {
+                    self.metrics.held(&m.rule.name, "signature");
+                    let reason = if m.rule.signatures.len() > 1 {
+                        let names: Vec<&str> = keys.names().collect();
+                        format!(
+                            "key set {} of {} ({}): {reason}",
+                            i + 1,
+                            m.rule.signatures.len(),
+                            names.join(", ")
+                        )
+                    } else {
+                        reason
+                    };
+                    return Some(TargetStatus::Held {
+                        gate: "signature".into(),
+                        reason,
+                    });
+                }
+                Err(e) => {
+                    return Some(TargetStatus::Failed {
+                        retryable: e.is_retryable() || e.is_denied(),
+                        error: e.to_string(),
+                    });
+                }
             }
-            Ok(crate::signature::Verdict::Signed { .. }) => None,
-            Err(e) => Some(TargetStatus::Failed {
-                retryable: e.is_retryable() || e.is_denied(),
-                error: e.to_string(),
-            }),
         }
+        None
     }
 
     async fn copy(&self, loaded: &Loaded, event: &Event, m: &Match) -> Vec<(String, TargetStatus)> {
@@ -487,7 +538,13 @@ impl Relay {
             })
             .await;
         self.metrics.in_flight.dec();
-        self.metrics.observe_copy(engine.stats(), started.elapsed());
+        let took = started.elapsed();
+        self.metrics.observe_copy(engine.stats(), took);
+        let bytes = engine
+            .stats()
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let duration_ms = took.as_millis() as u64;
         drop(guards);
         report
             .targets
@@ -495,7 +552,7 @@ impl Relay {
             .zip(names)
             .map(|((_, result), name)| {
                 let status = match result {
-                    Ok(TargetOutcome::Copied) => TargetStatus::Copied,
+                    Ok(TargetOutcome::Copied) => TargetStatus::Copied { bytes, duration_ms },
                     Ok(TargetOutcome::AlreadyPresent) => TargetStatus::AlreadyPresent,
                     Ok(TargetOutcome::TagSuperseded { .. }) => TargetStatus::TagSuperseded,
                     Err(e) => TargetStatus::Failed {
@@ -503,7 +560,10 @@ impl Relay {
                         error: e.to_string(),
                     },
                 };
-                if matches!(status, TargetStatus::Copied | TargetStatus::AlreadyPresent) {
+                if matches!(
+                    status,
+                    TargetStatus::Copied { .. } | TargetStatus::AlreadyPresent
+                ) {
                     self.metrics.replicated(event.publish_time.as_deref());
                 }
                 (name, status)

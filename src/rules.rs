@@ -102,8 +102,9 @@ pub struct Rule {
     /// Copy digest-only (untagged) pushes too.
     pub digests: bool,
     pub on_delete: OnDelete,
-    /// Release gate: the image digest must carry a cosign signature by one of these keys.
-    pub signature: Option<TrustedKeys>,
+    /// Release gate: for each key set, the image digest must carry a cosign signature by one
+    /// of its keys (a build key set, then an approvers key set: both must have signed).
+    pub signatures: Vec<TrustedKeys>,
 }
 
 /// What one rule makes of one event.
@@ -192,7 +193,7 @@ impl Rule {
             _ => {}
         }
         if let (Some(tag), Action::Insert) = (&event.tag, event.action)
-            && (self.signature.is_some() || self.referrers)
+            && (!self.signatures.is_empty() || self.referrers)
             && let Some(subject) = cosign_referrer_subject(tag.as_str())
         {
             return Verdict::ReferrerArrived {
@@ -422,7 +423,7 @@ struct RuleShape {
     #[serde(default)]
     on_delete: OnDelete,
     #[serde(default)]
-    require_signature: Option<Spanned<SignatureGate>>,
+    require_signature: Option<Spanned<SignatureGates>>,
 }
 
 /// `require_signature = { keys = ["cosign.pub"] }`: paths relative to the rule file.
@@ -430,6 +431,14 @@ struct RuleShape {
 #[serde(deny_unknown_fields)]
 struct SignatureGate {
     keys: Vec<String>,
+}
+
+/// One key set (any of its keys), or several that must all have signed.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SignatureGates {
+    One(SignatureGate),
+    All(Vec<SignatureGate>),
 }
 
 type Hosts = Vec<(String, Range<usize>)>;
@@ -535,22 +544,29 @@ fn compile(
             Err(e) => errors.push(at(p.span(), format!("rule {label:?}: platforms: {e}"))),
         }
     }
-    let signature = match &r.require_signature {
-        None => None,
-        Some(gate) => {
-            let paths: Vec<PathBuf> = gate.get_ref().keys.iter().map(|k| dir.join(k)).collect();
+    let mut signatures = Vec::new();
+    if let Some(gates) = &r.require_signature {
+        let sets: Vec<&SignatureGate> = match gates.get_ref() {
+            SignatureGates::One(g) => vec![g],
+            SignatureGates::All(list) => list.iter().collect(),
+        };
+        if sets.is_empty() {
+            errors.push(at(
+                gates.span(),
+                format!("rule {name:?}: require_signature names no key set"),
+            ));
+        }
+        for g in sets {
+            let paths: Vec<PathBuf> = g.keys.iter().map(|k| dir.join(k)).collect();
             match TrustedKeys::load(&paths) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    errors.push(at(
-                        gate.span(),
-                        format!("rule {:?}: require_signature: {e}", name),
-                    ));
-                    None
-                }
+                Ok(keys) => signatures.push(keys),
+                Err(e) => errors.push(at(
+                    gates.span(),
+                    format!("rule {name:?}: require_signature: {e}"),
+                )),
             }
         }
-    };
+    }
     match (errors.is_empty(), source) {
         (true, Some(source)) => Ok((
             Rule {
@@ -564,7 +580,7 @@ fn compile(
                 referrers: r.referrers,
                 digests: r.digests,
                 on_delete: r.on_delete,
-                signature,
+                signatures,
             },
             hosts,
         )),
