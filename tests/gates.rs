@@ -280,3 +280,88 @@ async fn plan_and_sync_dry_run_show_what_the_gate_would_hold() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn production_needs_the_approvers_signature_on_top_of_the_builds() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let staging = Registry::start().await;
+        let prod = Registry::start().await;
+        let build = CosignKey::generate();
+        let alice = CosignKey::generate();
+        let bob = CosignKey::generate();
+        let keys = tempfile::tempdir().unwrap();
+        build.write_public(keys.path(), "build.pub");
+        std::fs::create_dir(keys.path().join("approvers")).unwrap();
+        alice.write_public(&keys.path().join("approvers"), "alice.pub");
+        bob.write_public(&keys.path().join("approvers"), "bob.pub");
+        // The shape of rules/approval.example.toml, with key paths relative to the rule file.
+        let rules_text = format!(
+            r#"
+[[rule]]
+name = "staging"
+source = "{src}/releases"
+images = [".*"]
+tags = ['v[0-9.]+']
+targets = ["{staging}/staging"]
+require_signature = {{ keys = ["build.pub"] }}
+
+[[rule]]
+name = "production"
+source = "{src}/releases"
+images = [".*"]
+tags = ['v[0-9.]+']
+targets = ["{prod}/prod"]
+require_signature = [
+  {{ keys = ["build.pub"] }},
+  {{ keys = ["approvers/alice.pub", "approvers/bob.pub"] }},
+]
+
+[registry."{src}"]
+auth = "none"
+[registry."{staging}"]
+auth = "none"
+[registry."{prod}"]
+auth = "none"
+"#,
+            src = src.host(),
+            staging = staging.host(),
+            prod = prod.host()
+        );
+        let rules_path = keys.path().join("rules.toml");
+        std::fs::write(&rules_path, &rules_text).unwrap();
+        let out = std::process::Command::new(RELAY).args(["rules", "check", rules_path.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let svc = Service::start(&rules_text.replace("\"build.pub\"", &format!("{:?}", keys.path().join("build.pub").display().to_string()))
+            .replace("\"approvers/", &format!("\"{}/approvers/", keys.path().display())), &["--push-auth", "none"]).await;
+        let seed = Seeder::for_registry(&src);
+        let img = seed.push_random_image("releases/app", Some("v3.1"), Format::Oci, 111).await;
+        let repo = format!("{}/releases/app", src.host());
+        let build_sig = build.sign_image(&repo, &img.manifest.digest);
+        seed.push_cosign_sig_tag("releases/app", &img.manifest.digest, &[&build_sig]).await;
+        let n = notification("INSERT", &repo, Some(&img.manifest.digest), Some("v3.1"));
+        let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "p1")).await;
+        assert_eq!(status, 200, "{body}");
+        let outcome = |rule: &str| {
+            body["targets"].as_array().unwrap().iter().find(|t| t["rule"] == rule).unwrap()["outcome"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(outcome("staging"), "copied", "{body}");
+        assert_eq!(outcome("production"), "held", "{body}");
+        assert!(body.to_string().contains("key set 2 of 2"), "{body}");
+        assert!(Seeder::for_registry(&prod).get_manifest_raw("prod/app", "v3.1").await.is_none());
+
+        // After review, Bob signs the digest; cosign adds his signature to the same .sig tag.
+        let bob_sig = bob.sign_image(&repo, &img.manifest.digest);
+        let sig = seed.push_cosign_sig_tag("releases/app", &img.manifest.digest, &[&build_sig, &bob_sig]).await;
+        let sig_tag = format!("sha256-{}.sig", img.manifest.hex());
+        let n = notification("INSERT", &repo, Some(&sig.digest), Some(&sig_tag));
+        let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "p2")).await;
+        assert_eq!(status, 200, "{body}");
+        let got = Seeder::for_registry(&prod).get_manifest_raw("prod/app", "v3.1").await;
+        assert_eq!(got.map(|m| m.bytes), Some(img.manifest.bytes.clone()), "{body}");
+        // Both signatures went along, so production can verify the approval itself.
+        let prod_sig = Seeder::for_registry(&prod).get_manifest_raw("prod/app", &sig_tag).await.unwrap();
+        assert_eq!(prod_sig.bytes, sig.bytes);
+    })
+    .await;
+}
