@@ -211,7 +211,7 @@ async fn sync(args: SyncArgs) -> ExitCode {
         rule: args.rule.clone(),
         dry_run: args.dry_run,
     };
-    let report = crate::reconcile::sync(&relay, &opts).await;
+    let report = crate::reconcile::sync(&relay, &opts, None).await;
     if args.json {
         println!(
             "{}",

@@ -131,7 +131,7 @@ async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
             json!({ "error": "a sync is already running" }),
         );
     };
-    let report = crate::reconcile::sync(&state.relay, &opts).await;
+    let report = crate::reconcile::sync(&state.relay, &opts, Some(&state.copies)).await;
     tracing::info!(
         checked = report.checked,
         copied = report.copied,

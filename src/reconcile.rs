@@ -9,6 +9,7 @@
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::event::{Action, DeliveryForm, Event};
 use crate::reference::{Digest, Repository, Tag};
@@ -74,8 +75,9 @@ impl SyncReport {
     }
 }
 
-/// Reconcile every rule (or the one named) with the rules in force.
-pub async fn sync(relay: &Relay, opts: &SyncOptions) -> SyncReport {
+/// Reconcile every rule (or the one named) with the rules in force. `copies` is the bound on
+/// copies in flight that event deliveries also take from, when running inside the service.
+pub async fn sync(relay: &Relay, opts: &SyncOptions, copies: Option<&Semaphore>) -> SyncReport {
     let loaded = relay.loaded();
     let mut report = SyncReport {
         dry_run: opts.dry_run,
@@ -117,7 +119,7 @@ pub async fn sync(relay: &Relay, opts: &SyncOptions) -> SyncReport {
             if !rule.selects_image(&rel) {
                 continue;
             }
-            sync_repository(relay, rule, &repo, &rel, opts, &mut report).await;
+            sync_repository(relay, rule, &repo, &rel, opts, copies, &mut report).await;
         }
     }
     report
@@ -129,6 +131,7 @@ async fn sync_repository(
     repo: &Repository,
     rel: &str,
     opts: &SyncOptions,
+    copies: Option<&Semaphore>,
     report: &mut SyncReport,
 ) {
     let loaded = relay.loaded();
