@@ -195,6 +195,11 @@ async fn sync_repository(
                 if opts.dry_run {
                     dry_run_tag(relay, rule, repo, tag, &digest, targets).await
                 } else {
+                    // Wait for a slot rather than refuse: a sync is not redelivered like an event.
+                    let _slot = match copies {
+                        Some(sem) => sem.acquire().await.ok(),
+                        None => None,
+                    };
                     copy_tag(relay, rule, repo, tag, digest, targets).await
                 }
             }

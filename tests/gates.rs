@@ -330,37 +330,86 @@ auth = "none"
         );
         let rules_path = keys.path().join("rules.toml");
         std::fs::write(&rules_path, &rules_text).unwrap();
-        let out = std::process::Command::new(RELAY).args(["rules", "check", rules_path.to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let svc = Service::start(&rules_text.replace("\"build.pub\"", &format!("{:?}", keys.path().join("build.pub").display().to_string()))
-            .replace("\"approvers/", &format!("\"{}/approvers/", keys.path().display())), &["--push-auth", "none"]).await;
+        let out = std::process::Command::new(RELAY)
+            .args(["rules", "check", rules_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let svc = Service::start(
+            &rules_text
+                .replace(
+                    "\"build.pub\"",
+                    &format!("{:?}", keys.path().join("build.pub").display().to_string()),
+                )
+                .replace(
+                    "\"approvers/",
+                    &format!("\"{}/approvers/", keys.path().display()),
+                ),
+            &["--push-auth", "none"],
+        )
+        .await;
         let seed = Seeder::for_registry(&src);
-        let img = seed.push_random_image("releases/app", Some("v3.1"), Format::Oci, 111).await;
+        let img = seed
+            .push_random_image("releases/app", Some("v3.1"), Format::Oci, 111)
+            .await;
         let repo = format!("{}/releases/app", src.host());
         let build_sig = build.sign_image(&repo, &img.manifest.digest);
-        seed.push_cosign_sig_tag("releases/app", &img.manifest.digest, &[&build_sig]).await;
+        seed.push_cosign_sig_tag("releases/app", &img.manifest.digest, &[&build_sig])
+            .await;
         let n = notification("INSERT", &repo, Some(&img.manifest.digest), Some("v3.1"));
         let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "p1")).await;
         assert_eq!(status, 200, "{body}");
         let outcome = |rule: &str| {
-            body["targets"].as_array().unwrap().iter().find(|t| t["rule"] == rule).unwrap()["outcome"].as_str().unwrap().to_owned()
+            body["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["rule"] == rule)
+                .unwrap()["outcome"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         };
         assert_eq!(outcome("staging"), "copied", "{body}");
         assert_eq!(outcome("production"), "held", "{body}");
         assert!(body.to_string().contains("key set 2 of 2"), "{body}");
-        assert!(Seeder::for_registry(&prod).get_manifest_raw("prod/app", "v3.1").await.is_none());
+        assert!(
+            Seeder::for_registry(&prod)
+                .get_manifest_raw("prod/app", "v3.1")
+                .await
+                .is_none()
+        );
 
         // After review, Bob signs the digest; cosign adds his signature to the same .sig tag.
         let bob_sig = bob.sign_image(&repo, &img.manifest.digest);
-        let sig = seed.push_cosign_sig_tag("releases/app", &img.manifest.digest, &[&build_sig, &bob_sig]).await;
+        let sig = seed
+            .push_cosign_sig_tag(
+                "releases/app",
+                &img.manifest.digest,
+                &[&build_sig, &bob_sig],
+            )
+            .await;
         let sig_tag = format!("sha256-{}.sig", img.manifest.hex());
         let n = notification("INSERT", &repo, Some(&sig.digest), Some(&sig_tag));
         let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "p2")).await;
         assert_eq!(status, 200, "{body}");
-        let got = Seeder::for_registry(&prod).get_manifest_raw("prod/app", "v3.1").await;
-        assert_eq!(got.map(|m| m.bytes), Some(img.manifest.bytes.clone()), "{body}");
+        let got = Seeder::for_registry(&prod)
+            .get_manifest_raw("prod/app", "v3.1")
+            .await;
+        assert_eq!(
+            got.map(|m| m.bytes),
+            Some(img.manifest.bytes.clone()),
+            "{body}"
+        );
         // Both signatures went along, so production can verify the approval itself.
-        let prod_sig = Seeder::for_registry(&prod).get_manifest_raw("prod/app", &sig_tag).await.unwrap();
+        let prod_sig = Seeder::for_registry(&prod)
+            .get_manifest_raw("prod/app", &sig_tag)
+            .await
+            .unwrap();
         assert_eq!(prod_sig.bytes, sig.bytes);
     })
     .await;
