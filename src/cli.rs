@@ -347,10 +347,10 @@ async fn plan(args: &PlanArgs) -> ExitCode {
     };
     let plan = crate::relay::plan(&rules, &event);
     // Gates read the source (signatures); nothing is ever written.
-    let gated = plan
-        .matches
-        .iter()
-        .any(|m| !m.rule.signatures.is_empty() && m.release_of.is_none());
+    let gated = plan.matches.iter().any(|m| {
+        (!m.rule.signatures.is_empty() || m.rule.vulnerabilities.is_some())
+            && m.release_of.is_none()
+    });
     let relay = if gated {
         match crate::relay::Relay::new(
             rules.clone(),
@@ -376,10 +376,13 @@ async fn plan(args: &PlanArgs) -> ExitCode {
             );
             continue;
         }
-        if let (Some(relay), false) = (&relay, r.signatures.is_empty()) {
+        if let (Some(relay), true) = (
+            &relay,
+            !r.signatures.is_empty() || r.vulnerabilities.is_some(),
+        ) {
             let loaded = relay.loaded();
             match relay.gate(&loaded, &event, m).await {
-                None => println!("rule {}: signature gate: signed by a trusted key", r.name),
+                None => println!("rule {}: release gates passed", r.name),
                 Some(crate::relay::TargetStatus::Held { gate, reason }) => {
                     println!("rule {}: held by the {gate} gate: {reason}", r.name);
                     continue;

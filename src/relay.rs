@@ -234,6 +234,8 @@ pub struct Relay {
     jobs: usize,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// Container Analysis API base (`RELAY_CONTAINER_ANALYSIS_URL` overrides, for tests).
+    scanner_base: String,
 }
 
 impl Relay {
@@ -250,6 +252,8 @@ impl Relay {
             jobs,
             retry,
             metrics,
+            scanner_base: std::env::var(crate::vulnerability::CONTAINER_ANALYSIS_URL_ENV)
+                .unwrap_or_else(|_| crate::vulnerability::CONTAINER_ANALYSIS_URL.to_owned()),
         })
     }
 
@@ -415,7 +419,7 @@ impl Relay {
     /// The release gates of the rule, in front of a copy: `None` to go ahead, or the status
     /// every target gets instead (also what `plan` and `sync --dry-run` report).
     pub async fn gate(&self, loaded: &Loaded, event: &Event, m: &Match) -> Option<TargetStatus> {
-        if m.rule.signatures.is_empty() {
+        if m.rule.signatures.is_empty() && m.rule.vulnerabilities.is_none() {
             return None;
         }
         let source = match loaded.registries.repo(&event.repo) {
@@ -480,7 +484,68 @@ impl Relay {
                 }
             }
         }
-        None
+        match &m.rule.vulnerabilities {
+            Some(policy) => {
+                self.vulnerability_gate(loaded, &source, &event.repo, &digest, m, policy)
+                    .await
+            }
+            None => None,
+        }
+    }
+
+    /// Artifact Analysis findings for the image, or for each child of an index (the children
+    /// the rule copies, when it filters platforms).
+    async fn vulnerability_gate(
+        &self,
+        loaded: &Loaded,
+        source: &crate::registry::RepoClient,
+        repo: &Repository,
+        digest: &Digest,
+        m: &Match,
+        policy: &crate::vulnerability::VulnerabilityPolicy,
+    ) -> Option<TargetStatus> {
+        let failed =
+            |error: String, retryable: bool| Some(TargetStatus::Failed { error, retryable });
+        let manifest = match source.get_manifest(digest.as_str()).await {
+            Ok(m) => m,
+            Err(e) => return failed(e.to_string(), e.is_retryable() || e.is_denied()),
+        };
+        let digests: Vec<Digest> = match &manifest.contents {
+            crate::manifest::Contents::Image { .. } => vec![digest.clone()],
+            crate::manifest::Contents::Index { manifests } => manifests
+                .iter()
+                .filter(|c| {
+                    m.rule.platforms.is_empty()
+                        || c.platform
+                            .as_ref()
+                            .is_some_and(|p| m.rule.platforms.iter().any(|f| f.matches(p)))
+                })
+                .map(|c| c.digest.clone())
+                .collect(),
+        };
+        let token = match loaded.registries.google_token().await {
+            Ok(t) => t,
+            Err(e) => return failed(format!("vulnerability gate: {e}"), true),
+        };
+        let scanner = crate::vulnerability::Scanner::new(
+            loaded.registries.http().clone(),
+            self.scanner_base.clone(),
+        );
+        match scanner.check(repo, &digests, policy, token.expose()).await {
+            Ok(crate::vulnerability::Verdict::Clean) => None,
+            Ok(crate::vulnerability::Verdict::Held { reason, .. }) => {
+                self.metrics.held(&m.rule.name, "vulnerabilities");
+                Some(TargetStatus::Held {
+                    gate: "vulnerabilities".into(),
+                    reason,
+                })
+            }
+            Ok(crate::vulnerability::Verdict::Pending { reason }) => Some(TargetStatus::Pending {
+                gate: "vulnerabilities".into(),
+                reason,
+            }),
+            Err(e) => failed(e.to_string(), e.is_retryable() || e.is_denied()),
+        }
     }
 
     async fn copy(&self, loaded: &Loaded, event: &Event, m: &Match) -> Vec<(String, TargetStatus)> {

@@ -27,6 +27,7 @@ use crate::manifest::PlatformFilter;
 use crate::reference::Digest;
 use crate::reference::Repository;
 use crate::signature::TrustedKeys;
+use crate::vulnerability::VulnerabilityPolicy;
 
 /// Compiled operator patterns are bounded: the regex crate matches in linear time, and this
 /// caps the memory one pattern may take.
@@ -105,6 +106,8 @@ pub struct Rule {
     /// Release gate: for each key set, the image digest must carry a cosign signature by one
     /// of its keys (a build key set, then an approvers key set: both must have signed).
     pub signatures: Vec<TrustedKeys>,
+    /// Release gate on Artifact Analysis findings.
+    pub vulnerabilities: Option<VulnerabilityPolicy>,
 }
 
 /// What one rule makes of one event.
@@ -424,6 +427,8 @@ struct RuleShape {
     on_delete: OnDelete,
     #[serde(default)]
     require_signature: Option<Spanned<SignatureGates>>,
+    #[serde(default)]
+    vulnerabilities: Option<VulnerabilityPolicy>,
 }
 
 /// `require_signature = { keys = ["cosign.pub"] }`: paths relative to the rule file.
@@ -581,6 +586,7 @@ fn compile(
                 digests: r.digests,
                 on_delete: r.on_delete,
                 signatures,
+                vulnerabilities: r.vulnerabilities,
             },
             hosts,
         )),

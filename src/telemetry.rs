@@ -241,8 +241,16 @@ struct JsonFields(Map<String, Value>);
 
 impl Visit for JsonFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+        let text = format!("{value:?}");
+        // The audit record is JSON already: embed it as an object, not a string, so that log
+        // queries and the BigQuery export see its fields.
+        if field.name() == "audit"
+            && let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text)
+        {
+            self.0.insert("audit".to_owned(), v);
+            return;
+        }
+        self.0.insert(field.name().to_owned(), Value::String(text));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0

@@ -19,4 +19,8 @@ module "image_relay" {
   reconcile_schedule    = var.reconcile_schedule
   notification_channels = var.notification_channels
   kms_key_name          = var.kms_key_name
+  audit_destination     = var.audit_destination
+  audit_location        = var.audit_location
+  audit_retention_days  = var.audit_retention_days
+  vulnerability_gate    = var.vulnerability_gate
 }

@@ -27,3 +27,18 @@ output "eventarc_subscription_update_command" {
   description = "delivery = \"eventarc\" only: run once after apply to give Eventarc's subscription the retry and dead-letter policy."
   value       = module.image_relay.eventarc_subscription_update_command
 }
+
+output "audit_dataset_id" {
+  description = "Audit dataset (audit_destination = \"bigquery\"), else null."
+  value       = module.image_relay.audit_dataset_id
+}
+
+output "audit_table" {
+  description = "Table to query for the audit trail (audit_destination = \"bigquery\"), else null."
+  value       = module.image_relay.audit_table
+}
+
+output "audit_bucket" {
+  description = "Audit bucket (audit_destination = \"bucket\"), else null."
+  value       = module.image_relay.audit_bucket
+}

@@ -56,7 +56,31 @@ variable "notification_channels" {
 }
 
 variable "kms_key_name" {
-  description = "Optional Cloud KMS key (in region) for the dead-letter topic and the rules secret, where the organization requires CMEK; null for Google-managed encryption."
+  description = "Optional Cloud KMS key (in region, or in audit_location if that is set) for the dead-letter topic, the rules secret and the audit dataset or bucket, where the organization requires CMEK; null for Google-managed encryption."
   type        = string
   default     = null
+}
+
+variable "audit_destination" {
+  description = "Where the relay's audit records (one per decision) are routed: \"bigquery\" (dataset, query with SQL) or \"bucket\" (Cloud Storage archive)."
+  type        = string
+  default     = "bigquery"
+}
+
+variable "audit_location" {
+  description = "Region or multi-region (\"US\", \"EU\") of the audit dataset or bucket; null for region."
+  type        = string
+  default     = null
+}
+
+variable "audit_retention_days" {
+  description = "Days audit records are kept (BigQuery partition expiration, or bucket lifecycle deletion); null to keep them until deleted by hand."
+  type        = number
+  default     = null
+}
+
+variable "vulnerability_gate" {
+  description = "Set true when a rule uses `vulnerabilities = {...}`: grants the relay roles/containeranalysis.occurrences.viewer on project_id and enables the Container Analysis API."
+  type        = bool
+  default     = false
 }

@@ -86,12 +86,32 @@ resource "google_service_account_iam_member" "pubsub_mints_invoker_tokens" {
 # With CMEK, the service agents encrypt and decrypt on the relay's behalf; the grant is on the
 # one key, not on its key ring or project.
 resource "google_kms_crypto_key_iam_member" "agents" {
-  for_each = var.kms_key_name == null ? {} : {
-    pubsub        = local.pubsub_agent
-    secretmanager = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-secretmanager.iam.gserviceaccount.com"
-  }
+  for_each = var.kms_key_name == null ? {} : merge(
+    {
+      pubsub        = local.pubsub_agent
+      secretmanager = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-secretmanager.iam.gserviceaccount.com"
+    },
+    # The audit dataset or bucket (audit.tf): BigQuery and Cloud Storage encrypt with their own
+    # per-project agents, which the data sources look up (and create if they do not exist yet).
+    local.audit_bigquery
+    ? { bigquery = "serviceAccount:${data.google_bigquery_default_service_account.audit[0].email}" }
+    : { storage = "serviceAccount:${data.google_storage_project_service_account.audit[0].email_address}" },
+  )
 
   crypto_key_id = var.kms_key_name
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = each.value
+}
+
+# Rules with `vulnerabilities = {...}` hold an image until Artifact Analysis has scanned it and
+# its findings are within the rule's limits; the relay reads the image's vulnerability
+# occurrences, which live in the project of the source repositories. There is no narrower
+# resource than the project for occurrences, so this is the one project-level grant, and it
+# exists only when var.vulnerability_gate is set.
+resource "google_project_iam_member" "relay_reads_vulnerabilities" {
+  count = var.vulnerability_gate ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/containeranalysis.occurrences.viewer"
+  member  = local.relay_member
 }

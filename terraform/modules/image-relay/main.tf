@@ -39,6 +39,10 @@ locals {
     ],
     var.delivery == "eventarc" ? ["eventarc.googleapis.com"] : [],
     var.reconcile_schedule != null ? ["cloudscheduler.googleapis.com"] : [],
+    # Where the audit sink writes (see audit.tf).
+    local.audit_bigquery ? ["bigquery.googleapis.com"] : ["storage.googleapis.com"],
+    # Rules with `vulnerabilities = {...}` read Artifact Analysis occurrences of source images.
+    var.vulnerability_gate ? ["containeranalysis.googleapis.com"] : [],
   ))
 }
 

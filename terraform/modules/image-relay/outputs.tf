@@ -74,3 +74,23 @@ output "eventarc_subscription_update_command" {
     "--max-delivery-attempts=${var.max_delivery_attempts}",
   ])
 }
+
+output "audit_dataset_id" {
+  description = "audit_destination = \"bigquery\": id of the audit dataset (projects/P/datasets/D); null otherwise."
+  value       = local.audit_bigquery ? google_bigquery_dataset.audit[0].id : null
+}
+
+output "audit_table" {
+  description = "audit_destination = \"bigquery\": the table the audit sink writes, PROJECT.DATASET.run_googleapis_com_stderr, for the README's query (BigQuery creates it with the first record); null otherwise."
+  value       = local.audit_bigquery ? local.audit_table : null
+}
+
+output "audit_bucket" {
+  description = "audit_destination = \"bucket\": name (= id) of the audit bucket; records arrive as hourly files under run.googleapis.com/stderr/; null otherwise."
+  value       = local.audit_bigquery ? null : google_storage_bucket.audit[0].name
+}
+
+output "audit_sink_writer_identity" {
+  description = "Identity the audit sink writes as; the module grants it write on the audit dataset or bucket only."
+  value       = google_logging_project_sink.audit.writer_identity
+}

@@ -192,7 +192,41 @@ variable "labels" {
 }
 
 variable "kms_key_name" {
-  description = "Optional Cloud KMS key (projects/P/locations/REGION/keyRings/R/cryptoKeys/K, in var.region) for the dead-letter topic and the rules secret, for organizations that require CMEK. The module grants the Pub/Sub and Secret Manager service agents roles/cloudkms.cryptoKeyEncrypterDecrypter on it; the Secret Manager agent must already exist (`gcloud beta services identity create --service=secretmanager.googleapis.com`). Null: Google-managed encryption."
+  description = "Optional Cloud KMS key (projects/P/locations/REGION/keyRings/R/cryptoKeys/K, in var.region) for the dead-letter topic, the rules secret and the audit dataset or bucket, for organizations that require CMEK. The module grants the Pub/Sub and Secret Manager service agents, and the BigQuery or Cloud Storage agent of the audit destination, roles/cloudkms.cryptoKeyEncrypterDecrypter on it; the Secret Manager agent must already exist (`gcloud beta services identity create --service=secretmanager.googleapis.com`). The audit destination must then be in the key's location (audit_location). Null: Google-managed encryption."
   type        = string
   default     = null
+}
+
+variable "audit_destination" {
+  description = "Where a Cloud Logging sink routes the relay's audit records (one JSON log line per decision, carrying `jsonPayload.audit`): \"bigquery\" (a dataset of partitioned tables, queryable with SQL; see the README for the query) or \"bucket\" (a Cloud Storage bucket of hourly JSON files, for archiving)."
+  type        = string
+  default     = "bigquery"
+
+  validation {
+    condition     = contains(["bigquery", "bucket"], var.audit_destination)
+    error_message = "audit_destination must be \"bigquery\" or \"bucket\"."
+  }
+}
+
+variable "audit_location" {
+  description = "Location of the audit dataset or bucket: a region (\"europe-west1\") or a multi-region (\"US\", \"EU\"). Null: var.region. With kms_key_name set it must be the key's location."
+  type        = string
+  default     = null
+}
+
+variable "audit_retention_days" {
+  description = "Days audit records are kept. BigQuery: the dataset's default partition expiration, so each day's partition is deleted when it is this old (a default *table* expiration would instead delete the whole table, recent records included, this long after the sink created it). Bucket: a lifecycle rule deletes objects, and their noncurrent versions, this long after they were written. Null: kept until someone deletes them."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.audit_retention_days == null ? true : (var.audit_retention_days >= 1 && floor(var.audit_retention_days) == var.audit_retention_days)
+    error_message = "audit_retention_days must be a whole number of days, at least 1 (or null to keep records)."
+  }
+}
+
+variable "vulnerability_gate" {
+  description = "Set true when a rule uses `vulnerabilities = {...}`: the relay then reads the source images' Artifact Analysis vulnerability occurrences, so its service account gets roles/containeranalysis.occurrences.viewer on project_id and, with enable_apis, containeranalysis.googleapis.com is enabled. Occurrences exist only if the images are scanned (automatic scanning, containerscanning.googleapis.com, is billed per image and is left to you)."
+  type        = bool
+  default     = false
 }
