@@ -187,14 +187,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn sync(args: SyncArgs) -> ExitCode {
-    let rules = match RuleSet::load(&args.rules) {
+    let rules = match load_rules(&args.rules) {
         Ok(r) => r,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
     if let Some(name) = &args.rule
         && !rules.rules.iter().any(|r| &r.name == name)
@@ -328,14 +323,9 @@ fn rules_check(path: &Path) -> ExitCode {
 }
 
 async fn plan(args: &PlanArgs) -> ExitCode {
-    let rules = match RuleSet::load(&args.rules) {
+    let rules = match load_rules(&args.rules) {
         Ok(r) => r,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
     let body = match std::fs::read(&args.event_file) {
         Ok(b) => b,
@@ -459,6 +449,16 @@ fn decode_any(body: &[u8]) -> Result<crate::event::Event, crate::event::DecodeEr
         meta.pubsub_message_id = Some("plan".into());
     }
     crate::event::decode(&meta, body)
+}
+
+/// Load rule files for a command; on errors print each (file:line:column) and give the exit code.
+fn load_rules(path: &Path) -> Result<RuleSet, ExitCode> {
+    RuleSet::load(path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {

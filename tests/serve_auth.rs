@@ -5,19 +5,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use base64::Engine as _;
+use common::service::{Delivery, Service, free_port, serve_command};
 use common::tokens::{
     FakeGoogle, GOOGLE_KEY, OTHER_KEY, assert_does_not_echo, bearer, push_claims, unix_now,
     with_claim,
 };
 use common::*;
 use serde_json::{Value, json};
-
-const RELAY: &str = env!("CARGO_BIN_EXE_image-relay");
 
 /// The push service account allowed to deliver.
 const PUSHER: &str = "relay-push@proj.iam.gserviceaccount.com";
@@ -26,127 +21,20 @@ const AUDIENCE: &str = "https://relay.example/";
 /// A service account of another project, not on the allow list.
 const STRANGER: &str = "someone@other-proj.iam.gserviceaccount.com";
 
-/// The environment variables behind the push-auth flags: cleared so the test's flags are all
-/// the relay sees.
-const PUSH_AUTH_ENV: [&str; 4] = [
-    "RELAY_PUSH_AUTH",
-    "RELAY_PUSH_EMAILS",
-    "RELAY_PUSH_AUDIENCE",
-    "RELAY_JWKS_URL",
-];
-
-/// A running `image-relay serve`, stopped with SIGTERM on drop.
-struct Service {
-    child: Child,
-    port: u16,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    log: std::path::PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A relay command for `rules` on `port` with `extra` flags, its push-auth environment cleared.
-fn serve_command(rules: &Path, port: u16, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(RELAY);
-    cmd.args(["serve", "--rules", rules.to_str().unwrap()])
-        .args(["--listen-address", "127.0.0.1"])
-        .args(["--port", &port.to_string()])
-        .args(extra)
-        .env("DOCKER_CONFIG", "/nonexistent");
-    for var in PUSH_AUTH_ENV {
-        cmd.env_remove(var);
+/// POSTs the delivery `body` as Pub/Sub pushes it, with `authorization` as the
+/// `Authorization` header when given; returns the status and the JSON reply.
+async fn post(svc: &Service, body: &[u8], authorization: Option<&str>) -> (u16, Value) {
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    if let Some(value) = authorization {
+        headers.push(("authorization".to_owned(), value.to_owned()));
     }
-    cmd
-}
-
-async fn wait_ready(http: &reqwest::Client, child: &mut Child, port: u16) -> bool {
-    for _ in 0..400 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
-
-impl Service {
-    async fn start(rules: &str, extra: &[&str]) -> Service {
-        let dir = tempfile::tempdir().unwrap();
-        let rules_path = dir.path().join("rules.toml");
-        std::fs::write(&rules_path, rules).unwrap();
-        let log = dir.path().join("relay.log");
-        let http = reqwest::Client::new();
-        // A free port can be taken between probing and binding: try a few.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = serve_command(&rules_path, port, extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start image-relay serve");
-            if wait_ready(&http, &mut child, port).await {
-                return Service {
-                    child,
-                    port,
-                    http,
-                    _dir: dir,
-                    log,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                text.contains("Address already in use"),
-                "serve did not start:\n{text}"
-            );
-        }
-        panic!("no free port for image-relay serve");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// POSTs the delivery `body` as Pub/Sub pushes it, with `authorization` as the
-    /// `Authorization` header when given; returns the status and the JSON reply.
-    async fn post(&self, body: &[u8], authorization: Option<&str>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("http://127.0.0.1:{}/", self.port))
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        if let Some(value) = authorization {
-            req = req.header("authorization", value);
-        }
-        let resp = req.send().await.expect("POST delivery");
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        // SIGTERM, as Cloud Run stops an instance.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+    let (status, reply, _) = svc
+        .post(&Delivery {
+            headers,
+            body: body.to_vec(),
+        })
+        .await;
+    (status, reply)
 }
 
 /// A Pub/Sub push body (the wrapped form) carrying the Artifact Registry notification that
@@ -215,7 +103,7 @@ impl Scene {
         authorization: Option<&str>,
         says: &str,
     ) {
-        let (status, body) = svc.post(&self.delivery, authorization).await;
+        let (status, body) = post(svc, &self.delivery, authorization).await;
         assert_eq!(status, 401, "{case}: {body}\n{}", svc.log());
         let message = body["error"]
             .as_str()
@@ -311,7 +199,7 @@ async fn only_a_google_signed_token_for_the_push_account_gets_the_image_copied()
         }
 
         // The same delivery with the good token goes through: the refusals were the token's.
-        let (status, body) = svc.post(&scene.delivery, Some(&bearer(&good))).await;
+        let (status, body) = post(&svc, &scene.delivery, Some(&bearer(&good))).await;
         assert_eq!(status, 200, "{body}\n{}", svc.log());
         assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
         scene.assert_copied().await;
@@ -345,7 +233,7 @@ async fn an_unreachable_key_set_gets_503_so_pubsub_redelivers_and_copies_nothing
         )
         .await;
         let token = GOOGLE_KEY.sign(&push_claims(PUSHER, AUDIENCE));
-        let (status, body) = svc.post(&scene.delivery, Some(&bearer(&token))).await;
+        let (status, body) = post(&svc, &scene.delivery, Some(&bearer(&token))).await;
         assert_eq!(status, 503, "{body}\n{}", svc.log());
         let message = body["error"].as_str().unwrap_or_default();
         assert!(message.contains("signing keys"), "{body}");
@@ -376,7 +264,7 @@ async fn behind_cloud_run_iam_a_stripped_token_is_judged_by_its_email() {
             .await;
 
         let pusher = GOOGLE_KEY.stripped(&push_claims(PUSHER, AUDIENCE));
-        let (status, body) = svc.post(&scene.delivery, Some(&bearer(&pusher))).await;
+        let (status, body) = post(&svc, &scene.delivery, Some(&bearer(&pusher))).await;
         assert_eq!(status, 200, "{body}\n{}", svc.log());
         assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
         scene.assert_copied().await;

@@ -773,9 +773,9 @@ fn header_str<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A transport failure, with the error chain flattened (reqwest's top-level message alone
-/// says only "error sending request").
-pub fn transport(op: &Op, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+/// An error with its chain of causes, flattened: reqwest's top-level message alone says only
+/// "error sending request".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut detail = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -783,9 +783,14 @@ pub fn transport(op: &Op, e: &(dyn std::error::Error + 'static)) -> RegistryErro
         detail.push_str(&s.to_string());
         src = s.source();
     }
+    detail
+}
+
+/// A transport failure, with the error chain flattened.
+pub fn transport(op: &Op, e: &(dyn std::error::Error + 'static)) -> RegistryError {
     RegistryError::Transport {
         op: op.clone(),
-        detail,
+        detail: error_chain(e),
     }
 }
 

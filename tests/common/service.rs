@@ -20,6 +20,34 @@ pub struct Service {
     log: PathBuf,
 }
 
+/// Push-auth settings the environment could otherwise hand the relay under test.
+const PUSH_AUTH_ENV: [&str; 4] = [
+    "RELAY_PUSH_AUTH",
+    "RELAY_PUSH_EMAILS",
+    "RELAY_PUSH_AUDIENCE",
+    "RELAY_JWKS_URL",
+];
+
+/// `image-relay serve` for `rules` on `127.0.0.1:port` with `extra` flags, with no Docker
+/// credentials and no push-auth settings from the environment.
+pub fn serve_command(rules: &std::path::Path, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(RELAY);
+    cmd.args([
+        "serve",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--listen-address",
+        "127.0.0.1",
+    ])
+    .args(["--port", &port.to_string()])
+    .args(extra)
+    .env("DOCKER_CONFIG", "/nonexistent");
+    for var in PUSH_AUTH_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 pub async fn wait_ready(http: &reqwest::Client, child: &mut Child, port: u16) -> bool {
     for _ in 0..400 {
         if let Ok(Some(_)) = child.try_wait() {
@@ -56,17 +84,7 @@ impl Service {
         // A free port can be taken between probing and binding: try a few.
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(RELAY)
-                .args([
-                    "serve",
-                    "--rules",
-                    rules_path.to_str().unwrap(),
-                    "--listen-address",
-                    "127.0.0.1",
-                ])
-                .args(["--port", &port.to_string()])
-                .args(extra)
-                .env("DOCKER_CONFIG", "/nonexistent")
+            let mut child = serve_command(&rules_path, port, extra)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
