@@ -401,9 +401,11 @@ impl Relay {
             )
         });
         if subject_released {
-            // The referrer needs no gate of its own, and has no referrers to bring.
+            // The referrer passes no gate of its own (a signature is not scanned for
+            // vulnerabilities, nor signed itself) and has no referrers to bring.
             let mut rule = m.rule.clone();
             rule.signatures.clear();
+            rule.vulnerabilities = None;
             rule.referrers = false;
             rule.platforms.clear();
             let referrer = Match {

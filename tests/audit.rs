@@ -148,12 +148,16 @@ async fn every_decision_leaves_one_audit_record() {
         findings.lock().unwrap().get_mut(&url(&format!("scanning@{}", scanning.manifest.digest))).unwrap().0 = "FINISHED_SUCCESS".into();
         assert_eq!(post("scanning", &scanning.manifest.digest, "v1", "m-pending").await, 200);
         assert_eq!(post("clean", &nightly.manifest.digest, "nightly", "m-ignored").await, 204);
+        // A signature pushed after the released image follows it, without a scan of its own.
+        let sig = s.push_cosign_signature("acme/releases/clean", &clean.manifest).await;
+        let sig_tag = format!("sha256-{}.sig", clean.manifest.hex());
+        assert_eq!(post("clean", &sig.digest, &sig_tag, "m-signature").await, 200);
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let _ = child.wait();
 
         let log = std::fs::read_to_string(&log_path).unwrap();
         let records = audit_records(&log);
-        assert_eq!(records.len(), 5, "one record per decision:\n{log}");
+        assert_eq!(records.len(), 6, "one record per decision:\n{log}");
         let by = |id: &str| records.iter().filter(|r| r["message_id"] == id).cloned().collect::<Vec<_>>();
 
         let released = &by("m-released")[0];
@@ -191,6 +195,13 @@ async fn every_decision_leaves_one_audit_record() {
         assert_eq!(ignored["targets"], json!([]));
         assert_eq!(ignored["ignored"][0]["rule"], "to-partner");
         assert_eq!(ignored["ignored"][0]["clause"], "tag");
+
+        let signature = &by("m-signature")[0];
+        assert_eq!(signature["decision"], "copied", "{signature}");
+        assert!(
+            Seeder::for_registry(&dst).get_manifest_raw("partner/clean", &sig_tag).await.is_some(),
+            "the signature followed its image"
+        );
 
         // Nothing secret: the metadata token never appears.
         assert!(!log.contains("scan-token"));
