@@ -12,6 +12,10 @@ need curl curl
 need python3 python3
 need ss iproute2
 [[ -x /usr/bin/time ]] || missing+=(time)
+# The Terraform checks install their tools into venvs; Debian's python3 needs python3-venv.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
