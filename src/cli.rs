@@ -392,15 +392,7 @@ async fn plan(args: &PlanArgs) -> ExitCode {
                 "platforms {}",
                 r.platforms
                     .iter()
-                    .map(|p| format!(
-                        "{}/{}{}",
-                        p.os,
-                        p.architecture,
-                        p.variant
-                            .as_ref()
-                            .map(|v| format!("/{v}"))
-                            .unwrap_or_default()
-                    ))
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(",")
             ));

@@ -95,15 +95,31 @@ fn trace_id(headers: &HeaderMap, project: Option<&str>) -> Option<String> {
     })
 }
 
+/// The push-token check in front of `/` and `/sync`: the status to refuse with, and why.
+/// Keys that cannot be fetched are the relay's problem, not the caller's: 503, retried.
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, crate::push_auth::PushAuthError)> {
+    let auth = header_string(headers, header::AUTHORIZATION.as_str());
+    state
+        .push_auth
+        .check(auth.as_deref())
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let status = if e.is_transient() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            (status, e)
+        })
+}
+
 /// `POST /sync` (Cloud Scheduler): reconcile, with the options of `image-relay sync` as JSON.
 async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let auth = header_string(&headers, header::AUTHORIZATION.as_str());
-    if let Err(e) = state.push_auth.check(auth.as_deref()).await {
-        let status = if e.is_transient() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::UNAUTHORIZED
-        };
+    if let Err((status, e)) = authorize(&state, &headers).await {
         return json_reply(status, json!({ "error": e.to_string() }));
     }
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
@@ -149,12 +165,11 @@ async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
 
 async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let trace = trace_id(&headers, state.trace_project.as_deref()).unwrap_or_default();
-    let auth = header_string(&headers, header::AUTHORIZATION.as_str());
-    if let Err(e) = state.push_auth.check(auth.as_deref()).await {
-        let (status, outcome) = if e.is_transient() {
-            (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable")
+    if let Err((status, e)) = authorize(&state, &headers).await {
+        let outcome = if status == StatusCode::UNAUTHORIZED {
+            "unauthorized"
         } else {
-            (StatusCode::UNAUTHORIZED, "unauthorized")
+            "auth_unavailable"
         };
         tracing::warn!(trace = %trace, error = %e, "push request refused");
         state.metrics.event("unknown", "unknown", outcome);

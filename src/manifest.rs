@@ -93,6 +93,16 @@ impl std::str::FromStr for PlatformFilter {
     }
 }
 
+impl std::fmt::Display for PlatformFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 impl PlatformFilter {
     /// Whether an index entry's platform is selected. A filter without variant selects every
     /// variant of that os/arch, as `docker pull --platform linux/arm` does.

@@ -196,11 +196,27 @@ impl Outcome {
 /// another digest, say) cannot.
 pub fn retry_can_help(e: &CopyError) -> bool {
     match e {
-        CopyError::Registry(r) => r.is_retryable() || r.is_denied(),
+        CopyError::Registry(r) => redelivery_can_help(r),
         CopyError::Config(_) => false,
         CopyError::SourceNotFound(_)
         | CopyError::DigestMismatch { .. }
         | CopyError::Source { .. } => false,
+    }
+}
+
+/// Whether a later delivery can succeed where this registry request failed: no answer, 408,
+/// 429 and 5xx on their own; 401/403 once someone grants access.
+fn redelivery_can_help(e: &RegistryError) -> bool {
+    e.is_retryable() || e.is_denied()
+}
+
+impl TargetStatus {
+    /// A target that failed on a registry error.
+    fn registry_failure(e: &RegistryError) -> TargetStatus {
+        TargetStatus::Failed {
+            retryable: redelivery_can_help(e),
+            error: e.to_string(),
+        }
     }
 }
 
@@ -363,7 +379,7 @@ impl Relay {
             Err(e) => {
                 return failed(
                     format!("listing tags to release {subject}: {e}"),
-                    e.is_retryable() || e.is_denied(),
+                    redelivery_can_help(&e),
                 );
             }
         };
@@ -374,7 +390,7 @@ impl Relay {
                 None => match source.head_manifest(tag).await {
                     Ok(h) => h.and_then(|h| h.digest),
                     Err(e) => {
-                        out.extend(failed(e.to_string(), e.is_retryable() || e.is_denied()));
+                        out.extend(failed(e.to_string(), redelivery_can_help(&e)));
                         continue;
                     }
                 },
@@ -449,10 +465,7 @@ impl Relay {
                     });
                 }
                 Err(e) => {
-                    return Some(TargetStatus::Failed {
-                        retryable: e.is_retryable() || e.is_denied(),
-                        error: e.to_string(),
-                    });
+                    return Some(TargetStatus::registry_failure(&e));
                 }
             },
         };
@@ -479,10 +492,7 @@ impl Relay {
                     });
                 }
                 Err(e) => {
-                    return Some(TargetStatus::Failed {
-                        retryable: e.is_retryable() || e.is_denied(),
-                        error: e.to_string(),
-                    });
+                    return Some(TargetStatus::registry_failure(&e));
                 }
             }
         }
@@ -510,7 +520,7 @@ impl Relay {
             |error: String, retryable: bool| Some(TargetStatus::Failed { error, retryable });
         let manifest = match source.get_manifest(digest.as_str()).await {
             Ok(m) => m,
-            Err(e) => return failed(e.to_string(), e.is_retryable() || e.is_denied()),
+            Err(e) => return Some(TargetStatus::registry_failure(&e)),
         };
         let digests: Vec<Digest> = match &manifest.contents {
             crate::manifest::Contents::Image { .. } => vec![digest.clone()],
@@ -650,10 +660,6 @@ impl Relay {
             return Vec::new();
         };
         let names: Vec<String> = m.targets.iter().map(|t| format!("{t}:{tag}")).collect();
-        let fail = |e: RegistryError| TargetStatus::Failed {
-            retryable: e.is_retryable() || e.is_denied(),
-            error: e.to_string(),
-        };
         let source = match loaded.registries.repo(&event.repo) {
             Ok(s) => s,
             Err(e) => {
@@ -673,41 +679,21 @@ impl Relay {
             }
             Ok(None) => {}
             Err(e) => {
-                let status = fail(e);
+                let status = TargetStatus::registry_failure(&e);
                 return names.into_iter().map(|n| (n, status.clone())).collect();
             }
         }
         let mut out = Vec::new();
         for (t, name) in m.targets.iter().zip(names) {
-            let lock = self.locks.get(&name);
-            let _guard = lock.lock().await;
-            let status = match loaded.registries.repo(t) {
-                Err(e) => TargetStatus::Failed {
-                    retryable: false,
-                    error: e.to_string(),
-                },
-                Ok(client) => match delete_tag(&client, tag.as_str()).await {
-                    Ok(true) => TargetStatus::Deleted,
-                    Ok(false) => TargetStatus::NothingToDelete {
-                        reason: "the target does not have the tag".into(),
-                    },
-                    Err(e) => fail(e),
-                },
-            };
-            out.push((name, status));
+            out.push((name, self.remove_tag(loaded, t, tag.as_str()).await));
         }
         out
     }
-}
 
-impl Relay {
-    /// Remove `tag` from one target repository (reconcile with `on_delete = "propagate"`),
-    /// under the same per-tag lock as event handling.
-    pub async fn delete_target_tag(&self, target: &Repository, tag: &str) -> TargetStatus {
-        let name = format!("{target}:{tag}");
-        let lock = self.locks.get(&name);
+    /// Delete `tag` from one target under its per-tag lock.
+    async fn remove_tag(&self, loaded: &Loaded, target: &Repository, tag: &str) -> TargetStatus {
+        let lock = self.locks.get(&format!("{target}:{tag}"));
         let _guard = lock.lock().await;
-        let loaded = self.loaded();
         match loaded.registries.repo(target) {
             Err(e) => TargetStatus::Failed {
                 retryable: false,
@@ -718,12 +704,17 @@ impl Relay {
                 Ok(false) => TargetStatus::NothingToDelete {
                     reason: "the target does not have the tag".into(),
                 },
-                Err(e) => TargetStatus::Failed {
-                    retryable: e.is_retryable() || e.is_denied(),
-                    error: e.to_string(),
-                },
+                Err(e) => TargetStatus::registry_failure(&e),
             },
         }
+    }
+}
+
+impl Relay {
+    /// Remove `tag` from one target repository (reconcile with `on_delete = "propagate"`),
+    /// under the same per-tag lock as event handling.
+    pub async fn delete_target_tag(&self, target: &Repository, tag: &str) -> TargetStatus {
+        self.remove_tag(&self.loaded(), target, tag).await
     }
 }
 

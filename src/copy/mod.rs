@@ -550,10 +550,7 @@ fn target_tag<'a>(source: &'a Reference, target: &'a Reference) -> Option<&'a Ta
 
 fn platforms_text(p: &[PlatformFilter]) -> String {
     p.iter()
-        .map(|f| match &f.variant {
-            Some(v) => format!("{}/{}/{v}", f.os, f.architecture),
-            None => format!("{}/{}", f.os, f.architecture),
-        })
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
