@@ -7,7 +7,8 @@
 #
 # Environment (all optional):
 #   RUNS=3 WARMUP=1     timed runs / warm-up runs per tool and workload
-#   RAW_RUNS=$RUNS      timed runs of the curl ceiling (raw.sh pipe; with a)
+#   RAW_RUNS=$RUNS      timed runs of the curl ceiling (raw.sh pipe) and of the
+#                       CPU floor probe (bench/floor.py); both only with a
 #   BENCH_SCALE=1       layer-size factor forwarded to make_images.py --scale;
 #                       != 1 builds into /tmp/bench-images-scale-S and writes
 #                       its results (and the doc) under /tmp, never docs/
@@ -291,6 +292,40 @@ if has_wl a; then
     echo "curl-pipe,a,$RAW_RUNS,$mw,$(col '$2+$3'),$(col '$2'),$(col '$3'),$(col '$4'),$bytes,$(awk -v b="$bytes" -v w="$mw" 'BEGIN{ if (w>0) printf "%.1f", b/w/1e6; else print "inf" }')"
   } >"$RESULTS/raw-a.csv"
   cat "$RESULTS/raw-a.csv"
+
+  # ------------------------------------------------------------ 5b. CPU floor
+  # What the cheapest possible copy of a's layer costs here (bench/floor.py):
+  # the hash alone, the TCP forward alone, and the two ways a user-space copy
+  # can verify while streaming. Interleaved like the timed runs.
+  log "CPU floor: bench/floor.py on a's layer ($RAW_RUNS runs, $WARMUP warm-up)"
+  blob=$(ls -S "$BENCH_IMAGES/oci/a/blobs/sha256/" | head -1)
+  repo=$(head -1 "$(bench_listfile a)"); repo=${repo%:*}
+  size=$(stat -c %s "$BENCH_IMAGES/oci/a/blobs/sha256/$blob")
+  : >"$RESULTS/floor-runs.csv"
+  for i in $(seq 1 $((WARMUP + RAW_RUNS))); do
+    for mode in hash forward tee copy; do
+      "$REG" reset "$DST_PORT"; sync
+      line=$(python3 "$HERE/floor.py" "$mode" --src "$BENCH_SRC" --dst "$BENCH_DST" \
+               --repo "$repo" --digest "sha256:$blob" --bytes "$size") ||
+        die "floor.py $mode failed: $line"
+      echo "floor $( (( i <= WARMUP )) && echo warmup || echo run) $i: $line" >&2
+      (( i <= WARMUP )) || echo "$line" >>"$RESULTS/floor-runs.csv"
+    done
+  done
+  "$REG" reset "$DST_PORT"
+  af_alg=$(python3 -c 'import socket; socket.socket(socket.AF_ALG, socket.SOCK_SEQPACKET, 0)' 2>/dev/null &&
+           echo yes || echo no)
+  python3 - "$RESULTS/floor-runs.csv" "$af_alg" >"$RESULTS/floor-a.csv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.reader(open(sys.argv[1])))
+print("mode,runs,bytes,wall_s,user_s,sys_s,cpu_s,af_alg")
+for mode in ("hash", "forward", "tee", "copy"):
+    r = [x for x in rows if x[0] == mode]
+    med = lambda i: statistics.median(float(x[i]) for x in r)
+    print("%s,%d,%s,%.3f,%.3f,%.3f,%.3f,%s" % (mode, len(r), r[0][1], med(2), med(3), med(4),
+          statistics.median(float(x[3]) + float(x[4]) for x in r), sys.argv[2]))
+PY
+  cat "$RESULTS/floor-a.csv"
 fi
 
 # ---------------------------------------------------------------- 6. report
