@@ -210,3 +210,65 @@ async fn dry_run_reports_without_writing_and_deletes_propagate_when_asked() {
     })
     .await;
 }
+
+/// A registry that serves its catalog in small pages (distribution's `catalog.maxentries`)
+/// refuses a large `?n=` and links page to page: sync still finds every repository.
+#[tokio::test]
+async fn sync_reads_a_catalog_served_in_small_linked_pages() {
+    with_timeout(120, async {
+        let src = Registry::start_with_catalog_page(2).await;
+        let src_proxy = Proxy::start(&src.host(), Fault::None).await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let mut images = Vec::new();
+        for i in 0..5u64 {
+            let repo = format!("releases/app-{i}");
+            let img = s
+                .push_random_image(&repo, Some("v1"), Format::Oci, 90 + i)
+                .await;
+            images.push((repo, img));
+        }
+        // Sorts first in the catalog, outside the rule's source: filtered out.
+        s.push_random_image("other/x", Some("v1"), Format::Oci, 99)
+            .await;
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src_proxy.host()),
+                &[&format!("{}/mirror", dst.host())],
+                "",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+
+        let (status, report) = post_sync(&svc, "").await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["copied"], 5, "{report}");
+        let t = Seeder::for_registry(&dst);
+        for (repo, img) in &images {
+            let mirrored = repo.replacen("releases/", "mirror/", 1);
+            assert_eq!(
+                t.get_manifest_raw(&mirrored, "v1").await.unwrap().bytes,
+                img.manifest.bytes,
+                "{mirrored}"
+            );
+        }
+        assert!(t.get_manifest_raw("mirror/x", "v1").await.is_none());
+        let catalog: Vec<(u16, String)> = src_proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/v2/_catalog"))
+            .map(|r| (r.status, r.path))
+            .collect();
+        assert_eq!(
+            catalog.first().map(|c| c.0),
+            Some(400),
+            "the page size asked first is refused: {catalog:?}"
+        );
+        assert!(
+            catalog.len() >= 4 && catalog[1..].iter().all(|c| c.0 == 200),
+            "then 3 linked pages of 2 for 6 repositories: {catalog:?}"
+        );
+    })
+    .await;
+}

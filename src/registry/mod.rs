@@ -186,11 +186,12 @@ impl Registries {
                 detail: e.to_string(),
             })?;
         let op = client.op("GET", "catalog");
-        let mut next = Some(format!("{}/v2/_catalog?n={LIST_PAGE}", client.host.base));
+        let scope = Scope::catalog();
+        let base = format!("{}/v2/_catalog", client.host.base);
+        let mut pending = Some(client.first_list_page(&op, &base, &scope).await?);
         let mut repos = Vec::new();
         let want = format!("{prefix}/");
-        while let Some(url) = next.take() {
-            let (body, link) = client.list_page(&op, &url, &Scope::catalog()).await?;
+        while let Some((body, link)) = pending.take() {
             #[derive(serde::Deserialize)]
             struct Catalog {
                 #[serde(default)]
@@ -206,7 +207,9 @@ impl Registries {
                     .into_iter()
                     .filter(|r| r.starts_with(&want)),
             );
-            next = link;
+            if let Some(url) = link {
+                pending = Some(client.list_page(&op, &url, &scope).await?);
+            }
         }
         Ok(repos)
     }
@@ -639,18 +642,16 @@ impl RepoClient {
     /// repository that does not exist has no tags.
     pub async fn list_tags(&self) -> Result<TagListing, RegistryError> {
         let op = self.op("GET", "tags");
-        let mut next = Some(format!("{}?n={LIST_PAGE}", self.url("tags/list")));
         let mut out = TagListing::default();
         let scope = Scope::pull(&self.path);
-        while let Some(url) = next.take() {
-            let body = match self.list_page(&op, &url, &scope).await {
-                Ok((body, link)) => {
-                    next = link;
-                    body
-                }
-                Err(e) if e.is_not_found() && out.tags.is_empty() => return Ok(out),
-                Err(e) => return Err(e),
-            };
+        let mut pending = match self
+            .first_list_page(&op, &self.url("tags/list"), &scope)
+            .await
+        {
+            Err(e) if e.is_not_found() => return Ok(out),
+            first => Some(first?),
+        };
+        while let Some((body, link)) = pending.take() {
             #[derive(serde::Deserialize)]
             struct Page {
                 #[serde(default)]
@@ -677,8 +678,30 @@ impl RepoClient {
                     }
                 }
             }
+            if let Some(url) = link {
+                pending = Some(self.list_page(&op, &url, &scope).await?);
+            }
         }
         Ok(out)
+    }
+
+    /// The first page of a listing at `base`. It asks for `LIST_PAGE` entries to keep big
+    /// listings to few requests; a registry whose page limit is lower refuses that with
+    /// `PAGINATION_NUMBER_INVALID` (distribution with `catalog.maxentries` below it), so it is
+    /// asked again without `n`: it then picks its own page size and links to the next page.
+    async fn first_list_page(
+        &self,
+        op: &Op,
+        base: &str,
+        scope: &Scope,
+    ) -> Result<(bytes::Bytes, Option<String>), RegistryError> {
+        let sized = format!("{base}?n={LIST_PAGE}");
+        match self.list_page(op, &sized, scope).await {
+            Err(e) if e.has_code("PAGINATION_NUMBER_INVALID") => {
+                self.list_page(op, base, scope).await
+            }
+            first => first,
+        }
     }
 
     /// One page of a listing: the body and the next page's URL from the `Link` header.

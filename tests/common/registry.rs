@@ -25,22 +25,30 @@ pub struct Registry {
     dir: tempfile::TempDir,
     addr: SocketAddr,
     creds: Option<(String, String)>,
+    /// `catalog.maxentries`: the largest catalog page the registry serves.
+    catalog_page: Option<usize>,
     child: Option<Child>,
 }
 
 impl Registry {
     /// Anonymous registry (no auth): anyone can push and pull.
     pub async fn start() -> Registry {
-        Self::start_inner(None).await
+        Self::start_inner(None, None).await
+    }
+
+    /// Anonymous registry whose catalog pages hold at most `n` repositories: it links to
+    /// the next page and refuses a larger `?n=` with 400 PAGINATION_NUMBER_INVALID.
+    pub async fn start_with_catalog_page(n: usize) -> Registry {
+        Self::start_inner(None, Some(n)).await
     }
 
     /// Registry behind htpasswd basic auth (bcrypt): every request, including
     /// pulls and `GET /v2/`, needs these credentials.
     pub async fn start_with_auth(user: &str, pass: &str) -> Registry {
-        Self::start_inner(Some((user.to_string(), pass.to_string()))).await
+        Self::start_inner(Some((user.to_string(), pass.to_string())), None).await
     }
 
-    async fn start_inner(creds: Option<(String, String)>) -> Registry {
+    async fn start_inner(creds: Option<(String, String)>, catalog_page: Option<usize>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("image-relay-registry-")
             .tempdir()
@@ -54,6 +62,7 @@ impl Registry {
             dir,
             addr: free_port(),
             creds,
+            catalog_page,
             child: None,
         };
         let mut last_log = String::new();
@@ -154,6 +163,10 @@ impl Registry {
         } else {
             String::new()
         };
+        let catalog = match self.catalog_page {
+            Some(n) => format!("catalog:\n  maxentries: {n}\n"),
+            None => String::new(),
+        };
         let secret = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         // redirect.disable: blobs are served by the registry itself (no
         // storage redirects). uploadpurging off: no background goroutine
@@ -178,7 +191,7 @@ storage:
 http:
   addr: {addr}
   secret: {secret}
-{auth}",
+{auth}{catalog}",
             storage = dir.join("storage").display(),
             addr = self.addr,
         );
