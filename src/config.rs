@@ -47,7 +47,7 @@ pub enum AuthKind {
     None,
     /// Username and password, the password from `password_env` or `password_file`.
     Basic,
-    /// The user's Docker `config.json` (`auths`, `credHelpers`, `credsStore`).
+    /// The user's Docker `config.json` (`auths`, identity tokens, `credHelpers`, `credsStore`).
     DockerConfig,
     /// A static bearer token from `token_env` or `token_file`.
     Bearer,

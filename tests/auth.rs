@@ -149,3 +149,86 @@ async fn docker_config_credential_helpers_are_run() {
     })
     .await;
 }
+
+/// Identity tokens (what `docker login` stores for registries with OAuth2 token services, and
+/// what credential helpers return under the user `<token>`) are exchanged at the token service
+/// with the `refresh_token` grant, one access token per scope, on both sides of a copy.
+#[tokio::test]
+async fn docker_config_identity_tokens_are_exchanged_with_the_refresh_token_grant() {
+    with_timeout(60, async {
+        let src_reg = Registry::start().await;
+        let dst_reg = Registry::start().await;
+        let src = Proxy::start_token_auth_refresh(&src_reg.host(), "idt-source").await;
+        let dst = Proxy::start_token_auth_refresh(&dst_reg.host(), "idt-target").await;
+        let img = Seeder::for_registry(&src_reg)
+            .push_random_image("app", Some("v1"), Format::Oci, 54)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let helper = bin.join("docker-credential-idt");
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || {{ echo 'credentials not found'; exit 1; }}\n\
+                 echo '{{\"ServerURL\":\"'$host'\",\"Username\":\"<token>\",\"Secret\":\"idt-source\"}}'\n",
+                src.host()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &helper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let docker = dir.path().join("docker");
+        std::fs::create_dir(&docker).unwrap();
+        // The shape `docker login` writes: a placeholder user in `auth`, the token beside it.
+        let placeholder = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "00000000-0000-0000-0000-000000000000:",
+        );
+        std::fs::write(
+            docker.join("config.json"),
+            format!(
+                "{{\"auths\":{{\"{}\":{{\"auth\":\"{placeholder}\",\"identitytoken\":\"idt-target\"}}}},\
+                 \"credHelpers\":{{\"{}\":\"idt\"}}}}",
+                dst.host(),
+                src.host()
+            ),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(tokio::process::Command::new(RELAY)
+            .args([
+                "copy",
+                &format!("{}/app:v1", src.host()),
+                &format!("{}/mirror/app:v1", dst.host()),
+            ])
+            .env("PATH", path)
+            .env("DOCKER_CONFIG", &docker))
+        .await;
+        let got = Seeder::for_registry(&dst_reg)
+            .get_manifest_raw("mirror/app", "v1")
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, img.manifest.bytes);
+        assert_eq!(
+            src.token_requests(),
+            [vec!["repository:app:pull".to_owned()]]
+        );
+        // The no-op check reads the target before anything is pushed.
+        assert_eq!(
+            dst.token_requests(),
+            [
+                vec!["repository:mirror/app:pull".to_owned()],
+                vec!["repository:mirror/app:pull,push".to_owned()]
+            ]
+        );
+    })
+    .await;
+}

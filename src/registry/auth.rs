@@ -47,6 +47,10 @@ pub enum Credential {
     /// Sent as `Authorization: Bearer` as is, and as the password of the token flow's Basic
     /// login with user `oauth2accesstoken` when a registry asks for a token exchange.
     Bearer(Secret),
+    /// An OAuth2 refresh token for the registry's token service (Docker config
+    /// `identitytoken`, or a credential helper answering user `<token>`): exchanged for an
+    /// access token per scope with the `refresh_token` grant, never sent to the registry.
+    IdentityToken(Secret),
 }
 
 /// Why credentials could not be had.
@@ -151,6 +155,8 @@ struct DockerAuthEntry {
     password: Option<String>,
     #[serde(default)]
     registrytoken: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 /// `https://host/v1/` and `host` name the same registry in `auths`.
@@ -179,6 +185,10 @@ impl DockerConfigFile {
         if let Some(e) = entry {
             if let Some(t) = &e.registrytoken {
                 return Ok(Credential::Bearer(Secret::new(t.clone())));
+            }
+            // Beside an identity token, `auth` holds only a placeholder user name.
+            if let Some(t) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+                return Ok(Credential::IdentityToken(Secret::new(t.clone())));
             }
             if let Some(a) = &e.auth {
                 let raw = base64::engine::general_purpose::STANDARD
@@ -263,6 +273,10 @@ async fn run_credential_helper(name: &str, host: &str) -> Result<Credential, Aut
     }
     let h: HelperOut = serde_json::from_str(&stdout)
         .map_err(|e| AuthError(format!("{program} printed no credentials JSON: {e}")))?;
+    // Docker's convention for helpers that hold an identity token instead of a password.
+    if h.username == "<token>" {
+        return Ok(Credential::IdentityToken(Secret::new(h.secret)));
+    }
     Ok(Credential::Basic {
         username: h.username,
         password: Secret::new(h.secret),
@@ -366,6 +380,8 @@ impl Scope {
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 /// The distribution token spec says to assume 60 s when `expires_in` is missing.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Who asks, in a `refresh_token` grant (the token spec requires a client id).
+const OAUTH_CLIENT_ID: &str = "image-relay";
 
 /// Authentication state for one registry host: its credential source, the challenge it
 /// answered with, and tokens per scope.
@@ -438,14 +454,24 @@ impl HostAuth {
                 tokens.insert(scope.clone(), (token, until));
                 Ok(Some(header))
             }
-            Some(Challenge::Basic) | None => Ok(direct_header(&self.source.credential().await?)),
+            Some(Challenge::Basic) => match self.source.credential().await? {
+                Credential::IdentityToken(_) => Err(AuthError(
+                    "the registry asks for Basic auth, but the credential is an identity token, \
+                     which only a token service accepts"
+                        .into(),
+                )),
+                cred => Ok(direct_header(&cred)),
+            },
+            None => Ok(direct_header(&self.source.credential().await?)),
         }
     }
 }
 
+/// The header sent before the registry has challenged, or after it asked for Basic auth. An
+/// identity token is not sent: the registry's `401` names the token service to exchange it at.
 fn direct_header(cred: &Credential) -> Option<String> {
     match cred {
-        Credential::Anonymous => None,
+        Credential::Anonymous | Credential::IdentityToken(_) => None,
         Credential::Basic { username, password } => Some(basic_header(username, password.expose())),
         Credential::Bearer(t) => Some(format!("Bearer {}", t.expose())),
     }
@@ -458,7 +484,8 @@ fn basic_header(user: &str, password: &str) -> String {
     )
 }
 
-/// The distribution token flow: `GET realm?service=..&scope=..`, Basic credentials if any.
+/// The distribution token flow: `GET realm?service=..&scope=..`, Basic credentials if any; an
+/// identity token is exchanged with the OAuth2 `refresh_token` grant instead (`POST realm`).
 async fn fetch_token(
     http: &reqwest::Client,
     realm: &str,
@@ -480,6 +507,21 @@ async fn fetch_token(
     let mut req = http.get(url.clone());
     match cred {
         Credential::Anonymous => {}
+        Credential::IdentityToken(refresh) => {
+            let scopes = scope.parts().join(" ");
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", OAUTH_CLIENT_ID),
+                ("refresh_token", refresh.expose()),
+                ("scope", scopes.as_str()),
+            ];
+            if let Some(s) = service {
+                form.push(("service", s));
+            }
+            let mut post_url = url.clone();
+            post_url.set_query(None);
+            req = http.post(post_url).form(&form);
+        }
         Credential::Basic { username, password } => {
             req = req.header("Authorization", basic_header(username, password.expose()));
         }

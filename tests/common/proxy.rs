@@ -98,7 +98,10 @@ struct ProxyState {
 /// without a token that covers their repository and action get `401` with a `Bearer`
 /// challenge; `GET /token?service=..&scope=..` with the right Basic credentials issues one.
 struct TokenAuth {
-    basic: String,
+    /// The Basic header `GET /token` must carry (`None`: that login is refused).
+    basic: Option<String>,
+    /// The refresh token `POST /token` accepts in an OAuth2 `refresh_token` grant.
+    refresh_token: Option<String>,
     /// token -> granted scopes (`repository:NAME:pull,push`).
     granted: Mutex<HashMap<String, Vec<String>>>,
     /// Scopes asked for, one entry per token request.
@@ -160,7 +163,20 @@ impl Proxy {
             )
         );
         let auth = TokenAuth {
-            basic,
+            basic: Some(basic),
+            refresh_token: None,
+            granted: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
+        };
+        Self::start_full(upstream_host, Fault::None, None, Some(auth)).await
+    }
+
+    /// A token-auth registry whose token service only accepts an OAuth2 `refresh_token`
+    /// grant (`POST /token`) with this refresh token: what a Docker config `identitytoken` is.
+    pub async fn start_token_auth_refresh(upstream_host: &str, refresh_token: &str) -> Proxy {
+        let auth = TokenAuth {
+            basic: None,
+            refresh_token: Some(refresh_token.to_string()),
             granted: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
         };
@@ -455,6 +471,17 @@ async fn handle(State(state): State<Arc<ProxyState>>, req: Request) -> Response 
         .unwrap_or_else(|| "/".into());
     let authorization = req.headers().contains_key(header::AUTHORIZATION);
     if let Some(t) = &state.token_auth
+        && method == Method::POST
+        && path.split('?').next() == Some("/token")
+    {
+        let form = axum::body::to_bytes(req.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let resp = t.refresh_grant(&form);
+        state.record(&method, &path, authorization, resp.status());
+        return resp;
+    }
+    if let Some(t) = &state.token_auth
         && let Some(resp) = t.check(&state.self_url, &method, &path, req.headers())
     {
         state.record(&method, &path, authorization, resp.status());
@@ -548,6 +575,51 @@ where
 }
 
 impl TokenAuth {
+    /// A token for `scopes`, in the response field `field` (`token`, or the OAuth2
+    /// `access_token`).
+    fn issue(&self, scopes: Vec<String>, field: &str) -> Response {
+        let mut granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+        let token = format!("token-{}", granted.len() + 1);
+        granted.insert(token.clone(), scopes.clone());
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scopes);
+        let body = serde_json::json!({ field: token, "expires_in": 300 }).to_string();
+        Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .expect("token response")
+    }
+
+    /// `POST /token` with an OAuth2 `refresh_token` grant (form-encoded; the scopes are one
+    /// space-separated `scope` field).
+    fn refresh_grant(&self, form: &[u8]) -> Response {
+        let pairs: HashMap<String, String> =
+            url::form_urlencoded::parse(form).into_owned().collect();
+        let field = |k: &str| pairs.get(k).map(String::as_str);
+        if field("grant_type") != Some("refresh_token")
+            || field("client_id").is_none_or(str::is_empty)
+            || field("service") != Some("test-registry")
+            || self.refresh_token.is_none()
+            || field("refresh_token") != self.refresh_token.as_deref()
+        {
+            return oci_error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "bad refresh_token grant",
+            );
+        }
+        let scopes = field("scope")
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        self.issue(scopes, "access_token")
+    }
+
     /// `Some(response)` when the proxy answers itself (a token, or a 401 challenge); `None`
     /// when the request carries a token that covers it and may go upstream.
     fn check(
@@ -568,7 +640,7 @@ impl TokenAuth {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if path == "/token" {
-            if header != self.basic {
+            if self.basic.as_deref() != Some(header) {
                 return Some(oci_error(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
@@ -580,21 +652,7 @@ impl TokenAuth {
                 .filter(|(k, _)| k == "scope")
                 .map(|(_, v)| v.clone())
                 .collect();
-            let mut granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
-            let token = format!("token-{}", granted.len() + 1);
-            granted.insert(token.clone(), scopes.clone());
-            self.requests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(scopes);
-            let body = serde_json::json!({ "token": token, "expires_in": 300 }).to_string();
-            return Some(
-                Response::builder()
-                    .status(200)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(body.into())
-                    .expect("token response"),
-            );
+            return Some(self.issue(scopes, "token"));
         }
         // Which repository and action this request needs.
         let rest = path.strip_prefix("/v2/")?;
