@@ -115,9 +115,10 @@ pub struct Rule {
 pub enum Verdict {
     /// The event's image goes to these repositories.
     Match { targets: Vec<Repository> },
-    /// A cosign signature, attestation or SBOM (`sha256-HEX.sig|.att|.sbom`) arrived for
-    /// `subject`, under a rule that gates on signatures or copies referrers: release the
-    /// subject's selected tags (a gate may now pass) and bring the referrer along.
+    /// A referrer of `subject` arrived under a rule that gates on signatures or copies
+    /// referrers: a cosign signature, attestation or SBOM (`sha256-HEX.sig|.att|.sbom`), or the
+    /// OCI 1.1 referrers tag index (`sha256-HEX`) a registry without the referrers API keeps.
+    /// Release the subject's selected tags (a gate may now pass) and bring the referrer along.
     ReferrerArrived {
         subject: Digest,
         targets: Vec<Repository>,
@@ -197,7 +198,7 @@ impl Rule {
         }
         if let (Some(tag), Action::Insert) = (&event.tag, event.action)
             && (!self.signatures.is_empty() || self.referrers)
-            && let Some(subject) = cosign_referrer_subject(tag.as_str())
+            && let Some(subject) = referrer_tag_subject(tag.as_str())
         {
             return Verdict::ReferrerArrived {
                 subject,
@@ -233,11 +234,13 @@ impl Rule {
     }
 }
 
-/// `sha256-HEX.sig` (`.att`, `.sbom`) names a cosign referrer of `sha256:HEX`.
-fn cosign_referrer_subject(tag: &str) -> Option<Digest> {
-    let (stem, _) = [".sig", ".att", ".sbom"]
+/// `sha256-HEX.sig` (`.att`, `.sbom`) names a cosign referrer of `sha256:HEX`, and
+/// `sha256-HEX` the referrers tag index of `sha256:HEX`.
+fn referrer_tag_subject(tag: &str) -> Option<Digest> {
+    let stem = [".sig", ".att", ".sbom"]
         .iter()
-        .find_map(|s| tag.strip_suffix(s).map(|stem| (stem, s)))?;
+        .find_map(|s| tag.strip_suffix(s))
+        .unwrap_or(tag);
     stem.strip_prefix("sha256-")
         .and_then(|hex| format!("sha256:{hex}").parse().ok())
 }
@@ -651,6 +654,27 @@ auth = "none"
                 targets: vec![Repository::parse("dst.example/incoming/tools/lint").unwrap()]
             }
         );
+    }
+
+    #[test]
+    fn referrer_tags_name_their_subject() {
+        let hex = "a".repeat(64);
+        let subject: Digest = format!("sha256:{hex}").parse().unwrap();
+        for tag in ["sig", "att", "sbom"].map(|s| format!("sha256-{hex}.{s}")) {
+            assert_eq!(referrer_tag_subject(&tag), Some(subject.clone()), "{tag}");
+        }
+        assert_eq!(
+            referrer_tag_subject(&format!("sha256-{hex}")),
+            Some(subject)
+        );
+        for tag in [
+            "v1",
+            "sha256-abc.sig",
+            "sha256-",
+            &format!("sha256-{hex}.tar"),
+        ] {
+            assert_eq!(referrer_tag_subject(tag), None, "{tag}");
+        }
     }
 
     #[test]

@@ -210,6 +210,72 @@ async fn a_signature_pushed_after_the_image_releases_it() {
     .await;
 }
 
+/// cosign with `--registry-referrers-mode=oci-1-1` pushes the signature untagged (its
+/// digest-only INSERT is ignored, as every untagged push under `digests = false`) and, on a
+/// registry without the referrers API, re-tags the referrers tag index `sha256-HEX`: that
+/// INSERT releases the held image, and the signature and the index come along.
+#[tokio::test]
+async fn a_signature_pushed_later_as_an_oci_referrer_releases_the_image() {
+    with_timeout(60, async {
+        let s = setup().await;
+        let seed = Seeder::for_registry(&s.src);
+        let index = seed
+            .push_multiarch("releases/app", Some("v3.0"), Format::Oci, 97)
+            .await;
+        let (_, body) = s
+            .deliver("releases/app", &index.manifest.digest, "v3.0")
+            .await;
+        assert_eq!(body["targets"][0]["outcome"], "held", "{body}");
+
+        let sig = s.key.sign_image(
+            &format!("{}/releases/app", s.src.host()),
+            &index.manifest.digest,
+        );
+        let referrer = seed
+            .push_cosign_sig_referrer("releases/app", &index.manifest, &sig)
+            .await;
+        let index_tag = format!("sha256-{}", index.manifest.hex());
+        let tag_index = seed
+            .get_manifest_raw("releases/app", &index_tag)
+            .await
+            .unwrap();
+        let tag_index_digest = tag_index.digest.clone().expect("Docker-Content-Digest");
+        let (status, body) = s
+            .deliver("releases/app", &tag_index_digest, &index_tag)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
+        assert_eq!(
+            body["targets"][0]["target"],
+            format!("{}/partner/app:v3.0", s.dst.host()),
+            "{body}"
+        );
+        let d = Seeder::for_registry(&s.dst);
+        assert_eq!(
+            d.get_manifest_raw("partner/app", "v3.0")
+                .await
+                .unwrap()
+                .bytes,
+            index.manifest.bytes
+        );
+        assert_eq!(
+            d.get_manifest_raw("partner/app", &referrer.digest)
+                .await
+                .expect("the signature came along")
+                .bytes,
+            referrer.bytes
+        );
+        assert_eq!(
+            d.get_manifest_raw("partner/app", &index_tag)
+                .await
+                .expect("the referrers tag index came along")
+                .bytes,
+            tag_index.bytes
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn plan_and_sync_dry_run_show_what_the_gate_would_hold() {
     with_timeout(60, async {
