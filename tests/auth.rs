@@ -93,6 +93,56 @@ async fn the_token_flow_gets_one_token_per_scope_and_a_mount_token_covers_both_r
     .await;
 }
 
+/// A Docker config directory, and a directory of fake `docker-credential-NAME` helpers put
+/// first on `PATH`, for `image-relay copy` runs.
+struct DockerHome {
+    dir: tempfile::TempDir,
+}
+
+impl DockerHome {
+    fn new(config_json: &str) -> DockerHome {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::fs::create_dir(dir.path().join("docker")).unwrap();
+        std::fs::write(dir.path().join("docker/config.json"), config_json).unwrap();
+        DockerHome { dir }
+    }
+
+    /// `docker-credential-NAME get` answering `username`/`secret`, only for `host` (read on
+    /// stdin, as real helpers do); "credentials not found" for any other host.
+    fn helper(&self, name: &str, host: &str, username: &str, secret: &str) {
+        let helper = self
+            .dir
+            .path()
+            .join("bin")
+            .join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{host}\" ] || {{ echo 'credentials not found'; exit 1; }}\n\
+                 echo '{{\"ServerURL\":\"'$host'\",\"Username\":\"{username}\",\"Secret\":\"{secret}\"}}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+
+    /// `image-relay copy SRC DST` with this Docker config and these helpers.
+    fn copy(&self, src: &str, dst: &str) -> tokio::process::Command {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = tokio::process::Command::new(RELAY);
+        c.args(["copy", src, dst])
+            .env("PATH", path)
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"));
+        c
+    }
+}
+
 #[tokio::test]
 async fn docker_config_credential_helpers_are_run() {
     with_timeout(60, async {
@@ -101,45 +151,15 @@ async fn docker_config_credential_helpers_are_run() {
         let img = Seeder::for_registry(&src)
             .push_random_image("app", Some("v1"), Format::Oci, 53)
             .await;
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let helper = bin.join("docker-credential-fake");
-        // Answers only for the host it is asked about on stdin, as real helpers do.
-        std::fs::write(
-            &helper,
-            format!(
-                "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || {{ echo 'credentials not found'; exit 1; }}\n\
-                 echo '{{\"ServerURL\":\"'$host'\",\"Username\":\"helper-user\",\"Secret\":\"helper-pass\"}}'\n",
-                dst.host()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &helper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let docker = dir.path().join("docker");
-        std::fs::create_dir(&docker).unwrap();
-        std::fs::write(
-            docker.join("config.json"),
-            format!("{{\"credHelpers\":{{\"{}\":\"fake\"}}}}", dst.host()),
-        )
-        .unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        run(tokio::process::Command::new(RELAY)
-            .args([
-                "copy",
-                &format!("{}/app:v1", src.host()),
-                &format!("{}/app:v1", dst.host()),
-            ])
-            .env("PATH", path)
-            .env("DOCKER_CONFIG", &docker))
+        let home = DockerHome::new(&format!(
+            "{{\"credHelpers\":{{\"{}\":\"fake\"}}}}",
+            dst.host()
+        ));
+        home.helper("fake", &dst.host(), "helper-user", "helper-pass");
+        run(&mut home.copy(
+            &format!("{}/app:v1", src.host()),
+            &format!("{}/app:v1", dst.host()),
+        ))
         .await;
         let got = Seeder::for_registry(&dst)
             .get_manifest_raw("app", "v1")
@@ -163,54 +183,22 @@ async fn docker_config_identity_tokens_are_exchanged_with_the_refresh_token_gran
         let img = Seeder::for_registry(&src_reg)
             .push_random_image("app", Some("v1"), Format::Oci, 54)
             .await;
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let helper = bin.join("docker-credential-idt");
-        std::fs::write(
-            &helper,
-            format!(
-                "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || {{ echo 'credentials not found'; exit 1; }}\n\
-                 echo '{{\"ServerURL\":\"'$host'\",\"Username\":\"<token>\",\"Secret\":\"idt-source\"}}'\n",
-                src.host()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &helper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let docker = dir.path().join("docker");
-        std::fs::create_dir(&docker).unwrap();
         // The shape `docker login` writes: a placeholder user in `auth`, the token beside it.
         let placeholder = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
             "00000000-0000-0000-0000-000000000000:",
         );
-        std::fs::write(
-            docker.join("config.json"),
-            format!(
-                "{{\"auths\":{{\"{}\":{{\"auth\":\"{placeholder}\",\"identitytoken\":\"idt-target\"}}}},\
-                 \"credHelpers\":{{\"{}\":\"idt\"}}}}",
-                dst.host(),
-                src.host()
-            ),
-        )
-        .unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        run(tokio::process::Command::new(RELAY)
-            .args([
-                "copy",
-                &format!("{}/app:v1", src.host()),
-                &format!("{}/mirror/app:v1", dst.host()),
-            ])
-            .env("PATH", path)
-            .env("DOCKER_CONFIG", &docker))
+        let home = DockerHome::new(&format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{placeholder}\",\"identitytoken\":\"idt-target\"}}}},\
+             \"credHelpers\":{{\"{}\":\"idt\"}}}}",
+            dst.host(),
+            src.host()
+        ));
+        home.helper("idt", &src.host(), "<token>", "idt-source");
+        run(&mut home.copy(
+            &format!("{}/app:v1", src.host()),
+            &format!("{}/mirror/app:v1", dst.host()),
+        ))
         .await;
         let got = Seeder::for_registry(&dst_reg)
             .get_manifest_raw("mirror/app", "v1")
