@@ -484,6 +484,17 @@ fn basic_header(user: &str, password: &str) -> String {
     )
 }
 
+/// The Basic login a `GET` to the token service carries, if any. A bearer credential (an OAuth
+/// access token) logs in the way Google's registries document it: Basic with the fixed user
+/// `oauth2accesstoken`.
+fn token_login(cred: &Credential) -> Option<String> {
+    match cred {
+        Credential::Basic { username, password } => Some(basic_header(username, password.expose())),
+        Credential::Bearer(t) => Some(basic_header("oauth2accesstoken", t.expose())),
+        Credential::Anonymous | Credential::IdentityToken(_) => None,
+    }
+}
+
 /// The distribution token flow: `GET realm?service=..&scope=..`, Basic credentials if any; an
 /// identity token is exchanged with the OAuth2 `refresh_token` grant instead (`POST realm`).
 async fn fetch_token(
@@ -493,20 +504,10 @@ async fn fetch_token(
     scope: &Scope,
     cred: &Credential,
 ) -> Result<(Secret, Duration), AuthError> {
-    let mut url =
+    let url =
         url::Url::parse(realm).map_err(|e| AuthError(format!("token realm {realm:?}: {e}")))?;
-    {
-        let mut q = url.query_pairs_mut();
-        if let Some(s) = service {
-            q.append_pair("service", s);
-        }
-        for s in scope.parts() {
-            q.append_pair("scope", s);
-        }
-    }
-    let mut req = http.get(url.clone());
-    match cred {
-        Credential::Anonymous => {}
+    let req = match cred {
+        // The refresh token goes in a form body, never in a URL.
         Credential::IdentityToken(refresh) => {
             let scopes = scope.parts().join(" ");
             let mut form = vec![
@@ -518,22 +519,25 @@ async fn fetch_token(
             if let Some(s) = service {
                 form.push(("service", s));
             }
-            let mut post_url = url.clone();
-            post_url.set_query(None);
-            req = http.post(post_url).form(&form);
+            http.post(url.clone()).form(&form)
         }
-        Credential::Basic { username, password } => {
-            req = req.header("Authorization", basic_header(username, password.expose()));
+        _ => {
+            let mut get = url.clone();
+            {
+                let mut q = get.query_pairs_mut();
+                if let Some(s) = service {
+                    q.append_pair("service", s);
+                }
+                for s in scope.parts() {
+                    q.append_pair("scope", s);
+                }
+            }
+            match token_login(cred) {
+                Some(login) => http.get(get).header("Authorization", login),
+                None => http.get(get),
+            }
         }
-        // A bearer credential (an OAuth access token) logs in to the token service the way
-        // Google's registries document it: Basic with the fixed user `oauth2accesstoken`.
-        Credential::Bearer(t) => {
-            req = req.header(
-                "Authorization",
-                basic_header("oauth2accesstoken", t.expose()),
-            );
-        }
-    }
+    };
     let realm_for_errors = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
     let resp = req
         .send()
