@@ -91,7 +91,7 @@ pub fn record(
     let rank = |o: &str| match o {
         "failed" | "failed_retryable" => 5,
         "held" => 4,
-        "pending" => 3,
+        "pending" | "unsettled" => 3,
         "copied" | "deleted" => 2,
         _ => 1,
     };
@@ -163,6 +163,7 @@ fn target_record(t: &crate::relay::TargetResult) -> TargetRecord {
         TargetStatus::Pending { gate, reason } => {
             ("pending", Some(gate.clone()), Some(reason.clone()), 0, 0)
         }
+        TargetStatus::Unsettled { reason } => ("unsettled", None, Some(reason.clone()), 0, 0),
         TargetStatus::Failed { error, .. } => ("failed", None, Some(error.clone()), 0, 0),
     };
     TargetRecord {

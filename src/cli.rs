@@ -299,6 +299,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
 fn rules_check(path: &Path) -> ExitCode {
     match RuleSet::load(path) {
         Ok(set) => {
+            for w in &set.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: {} rule(s), {} registr{} configured: OK",
                 path.display(),

@@ -155,6 +155,24 @@ impl RegistryConfig {
         }
     }
 
+    /// `host` as the network sees it, for telling whether two names reach the same registry:
+    /// lowercase, every loopback name (`localhost`, `127.0.0.0/8`, `[::1]`) as one, and the
+    /// scheme's default port (443, or 80 for a plain-HTTP host) dropped.
+    pub fn network_host(&self, host: &str) -> String {
+        let default_port = if self.insecure(host) { "80" } else { "443" };
+        let host = host.to_ascii_lowercase();
+        let (name, port) = split_host_port(&host);
+        let name = if is_loopback_name(name) {
+            "loopback"
+        } else {
+            name
+        };
+        match port {
+            Some(p) if p != default_port => format!("{name}:{p}"),
+            _ => name.to_owned(),
+        }
+    }
+
     /// The credential source for `host`. Hosts without settings fall back to the Docker config,
     /// which yields anonymous access when it has no entry.
     pub fn credentials(
@@ -280,14 +298,28 @@ fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Secret, String>
     }
 }
 
+/// `host[:port]` or `[v6]:port` into the name (brackets kept off) and the port.
+fn split_host_port(host: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((name, after)) => (name, after.strip_prefix(':')),
+            None => (rest, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    }
+}
+
 /// `127.0.0.0/8`, `localhost` and `[::1]`, with or without a port.
 pub fn is_loopback(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        host.rsplit_once(':').map_or(host, |(n, _)| n)
-    };
-    if name == "localhost" {
+    is_loopback_name(split_host_port(host).0)
+}
+
+/// A host name without port (and without brackets) that names this machine.
+fn is_loopback_name(name: &str) -> bool {
+    if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
     name.parse::<std::net::IpAddr>()
@@ -306,6 +338,23 @@ mod tests {
         assert!(c.insecure("[::1]:5000"));
         assert!(!c.insecure("registry.example"));
         assert!(!c.insecure("127.0.0.1.nip.io"));
+    }
+
+    #[test]
+    fn network_hosts_compare_as_the_network_does() {
+        let c = RegistryConfig::default();
+        let same = |a: &str, b: &str| c.network_host(a) == c.network_host(b);
+        assert!(same("localhost:5000", "127.0.0.1:5000"));
+        assert!(same("[::1]:5000", "127.0.0.1:5000"));
+        assert!(same("LOCALHOST:5000", "127.0.0.2:5000"));
+        assert!(same("Registry.Example", "registry.example:443"));
+        assert!(
+            same("127.0.0.1", "localhost:80"),
+            "loopback is plain HTTP by default"
+        );
+        assert!(!same("127.0.0.1:5000", "127.0.0.1:5001"));
+        assert!(!same("registry.example", "registry.example:80"));
+        assert!(!same("registry.example", "other.example"));
     }
 
     #[test]

@@ -253,6 +253,10 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
                 trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
                 gate = %gate, source = %outcome.source, "held by the {gate} gate: {reason}"
             ),
+            crate::relay::TargetStatus::Unsettled { reason } => tracing::warn!(
+                trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
+                source = %outcome.source, "asking for redelivery: {reason}"
+            ),
             crate::relay::TargetStatus::Failed { error, retryable } => tracing::error!(
                 trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
                 retryable = *retryable, "copy failed: {error}"

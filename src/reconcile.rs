@@ -340,12 +340,19 @@ async fn copy_tag(
         rejections: Vec::new(),
     };
     let outcome = relay.handle(&event, &plan).await;
-    let source = format!("{repo}:{tag}");
+    sync_results(&format!("{repo}:{tag}"), outcome)
+}
+
+/// What reconcile reports of the relay's outcome for one source tag.
+fn sync_results(source: &str, outcome: crate::relay::Outcome) -> Vec<SyncResult> {
+    let source = source.to_owned();
     outcome
         .targets
         .into_iter()
         .map(|t| match t.status {
-            TargetStatus::AlreadyPresent => SyncResult::InPlace,
+            TargetStatus::AlreadyPresent | TargetStatus::NothingToDelete { .. } => {
+                SyncResult::InPlace
+            }
             TargetStatus::Copied { .. } => {
                 SyncResult::Item(source.clone(), t.target, "copied", None)
             }
@@ -358,8 +365,12 @@ async fn copy_tag(
                         .into(),
                 ),
             ),
+            TargetStatus::Deleted => SyncResult::Item(source.clone(), t.target, "removed", None),
             TargetStatus::Failed { error, .. } => {
                 SyncResult::Failed(source.clone(), Some(t.target), error)
+            }
+            TargetStatus::Unsettled { reason } => {
+                SyncResult::Failed(source.clone(), Some(t.target), reason)
             }
             TargetStatus::Held { gate, reason } => SyncResult::Item(
                 source.clone(),
@@ -373,7 +384,6 @@ async fn copy_tag(
                 "pending",
                 Some(format!("{gate} gate: {reason}")),
             ),
-            TargetStatus::Deleted | TargetStatus::NothingToDelete { .. } => SyncResult::InPlace,
         })
         .collect()
 }
@@ -423,14 +433,38 @@ async fn remove_stale_tags(
                 ));
                 continue;
             }
-            match relay.delete_target_tag(t, tag).await {
-                TargetStatus::Deleted => {
-                    report.add(item(rule, source, Some(target), "removed", None))
+            // Through the event path: the source is asked again now (the listing may be
+            // minutes old), the tag lock is taken, and a re-push meanwhile is restored.
+            let Ok(tag) = tag.parse::<Tag>() else {
+                continue;
+            };
+            let event = Event {
+                action: Action::Delete,
+                repo: repo.clone(),
+                tag: Some(tag),
+                digest: None,
+                message_id: None,
+                publish_time: None,
+                delivery: DeliveryForm::Reconcile,
+            };
+            let plan = Plan {
+                matches: vec![Match {
+                    rule: rule.clone(),
+                    targets: vec![t.clone()],
+                    release_of: None,
+                }],
+                rejections: Vec::new(),
+            };
+            for r in sync_results(&source, relay.handle(&event, &plan).await) {
+                match r {
+                    SyncResult::InPlace => {}
+                    SyncResult::Item(source, target, outcome, reason) => {
+                        report.add(item(rule, source, Some(target), outcome, reason))
+                    }
+                    SyncResult::Failed(source, target, reason) => {
+                        report.add(item(rule, source, target, "failed", Some(reason)))
+                    }
                 }
-                TargetStatus::Failed { error, .. } => {
-                    report.add(item(rule, source, Some(target), "failed", Some(error)))
-                }
-                _ => {}
             }
         }
     }

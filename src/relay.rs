@@ -14,9 +14,9 @@ use crate::copy::progress::Progress;
 use crate::copy::{CopyError, CopyOptions, CopyRequest, Engine, TargetOutcome};
 use crate::event::{Action, Event};
 use crate::reference::{Digest, Reference, Repository};
-use crate::registry::Registries;
 use crate::registry::error::RegistryError;
 use crate::registry::retry::RetryPolicy;
+use crate::registry::{Registries, TagDeletion};
 use crate::rules::{Rule, RuleSet, Verdict};
 use crate::telemetry::Metrics;
 
@@ -109,6 +109,11 @@ pub enum TargetStatus {
         gate: String,
         reason: String,
     },
+    /// The source tag kept moving while the target was written: Pub/Sub is asked to redeliver,
+    /// and the redelivery copies what the source names then.
+    Unsettled {
+        reason: String,
+    },
     Failed {
         error: String,
         retryable: bool,
@@ -125,6 +130,7 @@ impl TargetStatus {
             TargetStatus::NothingToDelete { .. } => "nothing_to_delete",
             TargetStatus::Held { .. } => "held",
             TargetStatus::Pending { .. } => "pending",
+            TargetStatus::Unsettled { .. } => "unsettled",
             TargetStatus::Failed {
                 retryable: true, ..
             } => "failed_retryable",
@@ -176,10 +182,12 @@ impl Outcome {
                 |t| matches!(t.status, TargetStatus::Failed { retryable: r, .. } if r == retryable),
             )
         };
-        let pending = self
-            .targets
-            .iter()
-            .any(|t| matches!(t.status, TargetStatus::Pending { .. }));
+        let pending = self.targets.iter().any(|t| {
+            matches!(
+                t.status,
+                TargetStatus::Pending { .. } | TargetStatus::Unsettled { .. }
+            )
+        });
         if failed(true) || pending {
             Disposition::RetryLater
         } else if failed(false) {
@@ -221,7 +229,8 @@ impl TargetStatus {
 }
 
 /// Serializes work on one target tag within the process: two deliveries moving the same tag
-/// must not interleave their "check the source tag, then write the target tag" steps.
+/// need not race each other's rounds here. Across processes nothing is shared: correctness
+/// there comes from re-reading the source after every write ([`Relay::converge`]).
 #[derive(Default)]
 struct TagLocks {
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -240,6 +249,43 @@ impl TagLocks {
         let l = Arc::new(tokio::sync::Mutex::new(()));
         map.insert(key.to_owned(), Arc::downgrade(&l));
         l
+    }
+
+    /// Take the locks of every key, each once and in a fixed order whatever the caller passes
+    /// (a key named twice would otherwise wait for itself, and two callers taking the same
+    /// keys in different orders for each other).
+    async fn acquire(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let keys: std::collections::BTreeSet<String> = keys.into_iter().collect();
+        let mut guards = Vec::with_capacity(keys.len());
+        for k in keys {
+            guards.push(self.get(&k).lock_owned().await);
+        }
+        guards
+    }
+}
+
+/// Rounds of "write the targets, re-read the source tag" one delivery runs before it asks for
+/// redelivery instead. Each round after the first follows a move of the source tag made while
+/// the previous one was writing; running out means the tag moves faster than it can be copied.
+const MAX_ROUNDS: usize = 4;
+
+/// What the source tag names, which the targets must come to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    /// The image with this digest (`None`: whatever the tag names when the copy resolves it).
+    Image(Option<Digest>),
+    /// No tag: the source deleted it, and the rule propagates deletes.
+    Absent,
+}
+
+/// `repo:tag` (or `repo` for a digest-only event): a target as replies and logs name it.
+fn target_name(target: &Repository, tag: Option<&crate::reference::Tag>) -> String {
+    match tag {
+        Some(tag) => format!("{target}:{tag}"),
+        None => target.to_string(),
     }
 }
 
@@ -561,91 +607,8 @@ impl Relay {
     }
 
     async fn copy(&self, loaded: &Loaded, event: &Event, m: &Match) -> Vec<(String, TargetStatus)> {
-        if let Some(status) = self.gate(loaded, event, m).await {
-            return m
-                .targets
-                .iter()
-                .map(|t| {
-                    let name = match &event.tag {
-                        Some(tag) => format!("{t}:{tag}"),
-                        None => t.to_string(),
-                    };
-                    (name, status.clone())
-                })
-                .collect();
-        }
-        let source = event.reference();
-        let targets: Vec<Reference> = m
-            .targets
-            .iter()
-            .map(|t| Reference {
-                repo: t.clone(),
-                tag: None,
-                digest: None,
-            })
-            .collect();
-        let names: Vec<String> = targets
-            .iter()
-            .map(|t| match &source.tag {
-                Some(tag) => format!("{}:{tag}", t.repo),
-                None => t.repo.to_string(),
-            })
-            .collect();
-        // Lock every target tag, in a fixed order so two events cannot deadlock.
-        let mut keys: Vec<&String> = names.iter().collect();
-        keys.sort();
-        let locks: Vec<_> = keys.iter().map(|k| self.locks.get(k)).collect();
-        let mut guards = Vec::with_capacity(locks.len());
-        for l in &locks {
-            guards.push(l.lock().await);
-        }
-        let opts = CopyOptions {
-            jobs: self.jobs,
-            platforms: m.rule.platforms.clone(),
-            referrers: m.rule.referrers,
-        };
-        let engine = Engine::new(loaded.registries.clone(), opts, Progress::Silent);
-        let started = Instant::now();
-        self.metrics.in_flight.inc();
-        let report = engine
-            .copy(CopyRequest {
-                source,
-                targets,
-                guard_tag: true,
-            })
-            .await;
-        self.metrics.in_flight.dec();
-        let took = started.elapsed();
-        self.metrics.observe_copy(engine.stats(), took);
-        let bytes = engine
-            .stats()
-            .bytes
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let duration_ms = took.as_millis() as u64;
-        drop(guards);
-        report
-            .targets
-            .into_iter()
-            .zip(names)
-            .map(|((_, result), name)| {
-                let status = match result {
-                    Ok(TargetOutcome::Copied) => TargetStatus::Copied { bytes, duration_ms },
-                    Ok(TargetOutcome::AlreadyPresent) => TargetStatus::AlreadyPresent,
-                    Ok(TargetOutcome::TagSuperseded { .. }) => TargetStatus::TagSuperseded,
-                    Err(e) => TargetStatus::Failed {
-                        retryable: retry_can_help(&e),
-                        error: e.to_string(),
-                    },
-                };
-                if matches!(
-                    status,
-                    TargetStatus::Copied { .. } | TargetStatus::AlreadyPresent
-                ) {
-                    self.metrics.replicated(event.publish_time.as_deref());
-                }
-                (name, status)
-            })
-            .collect()
+        self.converge(loaded, event, m, Want::Image(event.digest.clone()))
+            .await
     }
 
     /// `on_delete = "propagate"`: remove the tag from the targets, but only once the source
@@ -659,7 +622,50 @@ impl Relay {
         let Some(tag) = &event.tag else {
             return Vec::new();
         };
-        let names: Vec<String> = m.targets.iter().map(|t| format!("{t}:{tag}")).collect();
+        let names = || m.targets.iter().map(|t| target_name(t, Some(tag)));
+        let status = match loaded.registries.repo(&event.repo) {
+            Err(e) => TargetStatus::Failed {
+                retryable: false,
+                error: e.to_string(),
+            },
+            Ok(source) => match source.head_manifest(tag.as_str()).await {
+                Ok(None) => return self.converge(loaded, event, m, Want::Absent).await,
+                Ok(Some(_)) => TargetStatus::NothingToDelete {
+                    reason: "the source has the tag again".into(),
+                },
+                Err(e) => TargetStatus::registry_failure(&e),
+            },
+        };
+        names().map(|n| (n, status.clone())).collect()
+    }
+
+    /// Bring every target of `m` to what the source tag names, starting from `first` (what the
+    /// event said), under the per-tag locks of this process.
+    ///
+    /// Across processes nothing is locked, so every round ends by re-reading the source tag
+    /// after the targets were written: when the source moved meanwhile (another instance may
+    /// have written the newer digest before this round's slower write landed), the next round
+    /// copies what the source names now and writes again. The write that lands last is thus
+    /// always followed by a read of the source by the same delivery, which answers 2xx only
+    /// once that read agrees with what it wrote (`docs/design.md`, "Many instances").
+    async fn converge(
+        &self,
+        loaded: &Loaded,
+        event: &Event,
+        m: &Match,
+        first: Want,
+    ) -> Vec<(String, TargetStatus)> {
+        let tag = event.tag.as_ref();
+        let names: Vec<String> = m.targets.iter().map(|t| target_name(t, tag)).collect();
+        let net = &loaded.rules.registries;
+        let _locks = self
+            .locks
+            .acquire(m.targets.iter().map(|t| {
+                let host = net.network_host(&t.registry);
+                let name = target_name(t, tag);
+                format!("{host}{}", &name[t.registry.len()..])
+            }))
+            .await;
         let source = match loaded.registries.repo(&event.repo) {
             Ok(s) => s,
             Err(e) => {
@@ -670,72 +676,264 @@ impl Relay {
                 return names.into_iter().map(|n| (n, status.clone())).collect();
             }
         };
-        match source.head_manifest(tag.as_str()).await {
-            Ok(Some(_)) => {
-                let status = TargetStatus::NothingToDelete {
-                    reason: "the source has the tag again".into(),
+        let engine = Engine::new(
+            loaded.registries.clone(),
+            CopyOptions {
+                jobs: self.jobs,
+                platforms: m.rule.platforms.clone(),
+                referrers: m.rule.referrers,
+            },
+            Progress::Silent,
+        );
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        // Per target: the latest round's status, and the latest one that changed something.
+        let mut last: Vec<Option<TargetStatus>> = vec![None; names.len()];
+        let mut acted: Vec<Option<TargetStatus>> = vec![None; names.len()];
+        let mut active: Vec<usize> = (0..names.len()).collect();
+        let mut want = first;
+        for round in 1..=MAX_ROUNDS {
+            let (statuses, placed) = match &want {
+                Want::Image(digest) => {
+                    let e = Event {
+                        digest: digest.clone(),
+                        ..event.clone()
+                    };
+                    match self.gate(loaded, &e, m).await {
+                        Some(held) => (vec![held; active.len()], None),
+                        None => self.copy_round(&engine, &e, m, &active).await,
+                    }
+                }
+                Want::Absent => {
+                    let tag = tag.expect("only tag events delete");
+                    let mut out = Vec::with_capacity(active.len());
+                    for &i in &active {
+                        out.push(self.remove_tag(loaded, &m.targets[i], tag).await);
+                    }
+                    (out, None)
+                }
+            };
+            for (&i, status) in active.iter().zip(statuses) {
+                if matches!(
+                    status,
+                    TargetStatus::Copied { .. }
+                        | TargetStatus::TagSuperseded
+                        | TargetStatus::Deleted
+                ) {
+                    acted[i] = Some(status.clone());
+                }
+                last[i] = Some(status);
+            }
+            // Failed, held and pending targets are done with this delivery.
+            active.retain(|&i| {
+                matches!(
+                    last[i],
+                    Some(
+                        TargetStatus::Copied { .. }
+                            | TargetStatus::AlreadyPresent
+                            | TargetStatus::TagSuperseded
+                            | TargetStatus::Deleted
+                            | TargetStatus::NothingToDelete { .. }
+                    )
+                )
+            });
+            // A digest-only copy has no tag that could have moved.
+            let Some(tag) = tag.filter(|_| !active.is_empty()) else {
+                break;
+            };
+            let now = match source_tag(&source, tag).await {
+                Ok(d) => d,
+                Err(e) => {
+                    for &i in &active {
+                        last[i] = Some(TargetStatus::registry_failure(&e));
+                    }
+                    break;
+                }
+            };
+            let next = match now {
+                Some(d) => Want::Image(Some(d)),
+                None if m.rule.on_delete == crate::rules::OnDelete::Propagate => Want::Absent,
+                // The rule leaves deletions alone: targets keep what they received.
+                None => break,
+            };
+            let settled = match (&next, &want) {
+                (Want::Image(now), Want::Image(_)) => now.is_some() && *now == placed,
+                (a, b) => a == b,
+            };
+            if settled {
+                break;
+            }
+            if round == MAX_ROUNDS {
+                for &i in &active {
+                    last[i] = Some(TargetStatus::Unsettled {
+                        reason: format!(
+                            "the source tag {tag} moved during each of {MAX_ROUNDS} rounds of writing the target; a redelivery will settle it"
+                        ),
+                    });
+                }
+                break;
+            }
+            tracing::info!(
+                source = %event.reference(), round, now = ?next,
+                "the source tag moved while the targets were written: following it"
+            );
+            want = next;
+        }
+        self.metrics.in_flight.dec();
+        let took = started.elapsed();
+        self.metrics.observe_copy(engine.stats(), took);
+        let bytes = engine
+            .stats()
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        names
+            .into_iter()
+            .zip(last.into_iter().zip(acted))
+            .map(|(name, (last, acted))| {
+                let status = match (last, acted) {
+                    // A round with nothing left to do does not hide what an earlier one did.
+                    (
+                        Some(TargetStatus::AlreadyPresent | TargetStatus::NothingToDelete { .. }),
+                        Some(acted),
+                    ) => acted,
+                    (Some(last), _) => last,
+                    (None, _) => TargetStatus::Failed {
+                        error: "internal error: no round reached this target".into(),
+                        retryable: true,
+                    },
                 };
-                return names.into_iter().map(|n| (n, status.clone())).collect();
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let status = TargetStatus::registry_failure(&e);
-                return names.into_iter().map(|n| (n, status.clone())).collect();
-            }
-        }
-        let mut out = Vec::new();
-        for (t, name) in m.targets.iter().zip(names) {
-            out.push((name, self.remove_tag(loaded, t, tag.as_str()).await));
-        }
-        out
+                let status = match status {
+                    TargetStatus::Copied { .. } => TargetStatus::Copied {
+                        bytes,
+                        duration_ms: took.as_millis() as u64,
+                    },
+                    s => s,
+                };
+                if matches!(
+                    status,
+                    TargetStatus::Copied { .. } | TargetStatus::AlreadyPresent
+                ) {
+                    self.metrics.replicated(event.publish_time.as_deref());
+                }
+                (name, status)
+            })
+            .collect()
     }
 
-    /// Delete `tag` from one target under its per-tag lock.
-    async fn remove_tag(&self, loaded: &Loaded, target: &Repository, tag: &str) -> TargetStatus {
-        let lock = self.locks.get(&format!("{target}:{tag}"));
-        let _guard = lock.lock().await;
-        match loaded.registries.repo(target) {
-            Err(e) => TargetStatus::Failed {
-                retryable: false,
-                error: e.to_string(),
-            },
-            Ok(client) => match delete_tag(&client, tag).await {
-                Ok(true) => TargetStatus::Deleted,
-                Ok(false) => TargetStatus::NothingToDelete {
-                    reason: "the target does not have the tag".into(),
+    /// One round of a copy: the event's image to the `active` targets of `m`, each target tag
+    /// written only while the source tag still names it. Returns each target's status and the
+    /// source digest that was copied.
+    async fn copy_round(
+        &self,
+        engine: &Engine,
+        event: &Event,
+        m: &Match,
+        active: &[usize],
+    ) -> (Vec<TargetStatus>, Option<Digest>) {
+        let targets: Vec<Reference> = active
+            .iter()
+            .map(|&i| Reference {
+                repo: m.targets[i].clone(),
+                tag: None,
+                digest: None,
+            })
+            .collect();
+        let report = engine
+            .copy(CopyRequest {
+                source: event.reference(),
+                targets,
+                guard_tag: true,
+            })
+            .await;
+        let placed = report.filtered_from.clone().or(report.digest.clone());
+        let statuses = report
+            .targets
+            .into_iter()
+            .map(|(_, result)| match result {
+                // Bytes and duration are the whole delivery's, filled in at its end.
+                Ok(TargetOutcome::Copied) => TargetStatus::Copied {
+                    bytes: 0,
+                    duration_ms: 0,
                 },
-                Err(e) => TargetStatus::registry_failure(&e),
-            },
-        }
+                Ok(TargetOutcome::AlreadyPresent) => TargetStatus::AlreadyPresent,
+                Ok(TargetOutcome::TagSuperseded { .. }) => TargetStatus::TagSuperseded,
+                Err(e) => TargetStatus::Failed {
+                    retryable: retry_can_help(&e),
+                    error: e.to_string(),
+                },
+            })
+            .collect();
+        (statuses, placed)
     }
-}
 
-impl Relay {
-    /// Remove `tag` from one target repository (reconcile with `on_delete = "propagate"`),
-    /// under the same per-tag lock as event handling.
-    pub async fn delete_target_tag(&self, target: &Repository, tag: &str) -> TargetStatus {
-        self.remove_tag(&self.loaded(), target, tag).await
-    }
-}
-
-/// Delete a tag. Registries implementing distribution-spec 1.1 delete tags by name; older
-/// ones (distribution 2.x) answer 400/405 `UNSUPPORTED` and can only delete the manifest the
-/// tag points at, which is what happens then.
-async fn delete_tag(
-    client: &crate::registry::RepoClient,
-    tag: &str,
-) -> Result<bool, RegistryError> {
-    let Some(head) = client.head_manifest(tag).await? else {
-        return Ok(false);
-    };
-    match client.delete_manifest(tag).await {
-        Ok(()) => Ok(true),
-        Err(e) if matches!(e.status(), Some(400 | 405)) || e.has_code("UNSUPPORTED") => {
-            match head.digest {
-                Some(d) => client.delete_manifest(d.as_str()).await.map(|()| true),
-                None => Err(e),
+    /// Delete `tag` from one target (the caller holds its lock).
+    async fn remove_tag(
+        &self,
+        loaded: &Loaded,
+        target: &Repository,
+        tag: &crate::reference::Tag,
+    ) -> TargetStatus {
+        let client = match loaded.registries.repo(target) {
+            Ok(c) => c,
+            Err(e) => {
+                return TargetStatus::Failed {
+                    retryable: false,
+                    error: e.to_string(),
+                };
             }
+        };
+        match client.delete_tag(tag).await {
+            Ok(TagDeletion::Deleted) => TargetStatus::Deleted,
+            Ok(TagDeletion::Absent) => TargetStatus::NothingToDelete {
+                reason: "the target does not have the tag".into(),
+            },
+            Ok(TagDeletion::Shared { other, digest }) => TargetStatus::Failed {
+                retryable: false,
+                error: format!(
+                    "{target}: this registry cannot delete a tag alone, and deleting {digest} would take `{other}` with it: `{other}` still points at {digest}"
+                ),
+            },
+            Err(e) => TargetStatus::registry_failure(&e),
         }
-        Err(e) => Err(e),
+    }
+}
+
+/// The digest the source tag names now (`None`: no such tag), from a HEAD, or from the bytes
+/// when the registry sends no `Docker-Content-Digest`.
+async fn source_tag(
+    source: &crate::registry::RepoClient,
+    tag: &crate::reference::Tag,
+) -> Result<Option<Digest>, RegistryError> {
+    match source.head_manifest(tag.as_str()).await? {
+        None => Ok(None),
+        Some(crate::registry::ManifestHead {
+            digest: Some(d), ..
+        }) => Ok(Some(d)),
+        Some(_) => Ok(Some(source.get_manifest(tag.as_str()).await?.digest)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lock_key_named_twice_is_taken_once() {
+        let locks = TagLocks::default();
+        let keys = ["r/b:v1", "r/a:v1", "r/b:v1"].map(String::from);
+        let held = tokio::time::timeout(std::time::Duration::from_secs(5), locks.acquire(keys))
+            .await
+            .expect("a repeated key must not wait for itself");
+        assert_eq!(held.len(), 2);
+        // Held until dropped: another taker waits, then gets it.
+        let again = locks.acquire(["r/a:v1".to_owned()]);
+        tokio::pin!(again);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut again)
+                .await
+                .is_err()
+        );
+        drop(held);
+        assert_eq!(again.await.len(), 1);
     }
 }

@@ -54,6 +54,9 @@ pub enum ServeError {
 /// Run until SIGTERM or SIGINT.
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let rules = RuleSet::load(&cfg.rules).map_err(ServeError::Rules)?;
+    for w in &rules.warnings {
+        tracing::warn!("{w}");
+    }
     let metrics = Arc::new(Metrics::new());
     let relay = Arc::new(Relay::new(
         rules,
@@ -161,6 +164,9 @@ fn spawn_reloader(path: PathBuf, relay: Arc<Relay>, metrics: Arc<Metrics>) {
             match RuleSet::load(&path) {
                 Ok(rules) => {
                     let n = rules.rules.len();
+                    for w in &rules.warnings {
+                        tracing::warn!(trigger = why, "{w}");
+                    }
                     match relay.replace_rules(rules) {
                         Ok(()) => {
                             metrics.reload(true);

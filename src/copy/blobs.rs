@@ -241,7 +241,7 @@ pub async fn ensure_blob(
         }
         if !sinks.is_empty() {
             for (i, r) in stream_with_retries(ctx, source, blob, sinks).await {
-                results[i] = Some(r.map(|()| BlobAction::Copied));
+                results[i] = Some(r);
             }
         }
     }
@@ -292,9 +292,7 @@ async fn single(
         claim: None,
     };
     let mut out = stream_with_retries(ctx, source, blob, vec![sink]).await;
-    out.pop()
-        .map(|(_, r)| r.map(|()| BlobAction::Copied))
-        .unwrap_or(Ok(BlobAction::Copied))
+    out.pop().map(|(_, r)| r).unwrap_or(Ok(BlobAction::Copied))
 }
 
 /// Stream the blob into every sink, retrying the whole transfer (a fresh source GET and fresh
@@ -304,14 +302,35 @@ async fn stream_with_retries(
     source: &RepoClient,
     blob: &Descriptor,
     sinks: Vec<Sink>,
-) -> Vec<(usize, Result<(), RegistryError>)> {
-    let _large = if blob.size >= LARGE_BLOB {
-        ctx.large.acquire().await.ok()
-    } else {
+) -> Vec<(usize, Result<BlobAction, RegistryError>)> {
+    let done: Mutex<Vec<(usize, Result<BlobAction, RegistryError>)>> = Mutex::new(Vec::new());
+    let mut sinks = sinks;
+    let _large = if blob.size < LARGE_BLOB {
         None
+    } else if let Ok(p) = ctx.large.try_acquire() {
+        Some(p)
+    } else {
+        let permit = ctx.large.acquire().await.ok();
+        // While this waited for a stream slot, another process copying the same image (a
+        // second instance given the same delivery) may have uploaded the blob: one HEAD now
+        // saves reading and sending it again.
+        let mut still = Vec::with_capacity(sinks.len());
+        for sink in sinks {
+            let present = sink.session.is_none()
+                && matches!(sink.target.blob_exists(&blob.digest).await, Ok(true));
+            if present {
+                finish_sink(ctx, blob, sink, Ok(BlobAction::Skipped), &done);
+            } else {
+                still.push(sink);
+            }
+        }
+        sinks = still;
+        permit
     };
+    if sinks.is_empty() {
+        return done.into_inner().unwrap_or_else(|p| p.into_inner());
+    }
     let pending = Mutex::new(sinks);
-    let done: Mutex<Vec<(usize, Result<(), RegistryError>)>> = Mutex::new(Vec::new());
     let outcome = source
         .retrying(|_| async {
             let sinks: Vec<Sink> =
@@ -327,7 +346,7 @@ async fn stream_with_retries(
                         sink.session = None;
                         again.push(sink);
                     }
-                    r => finish_sink(ctx, blob, sink, r, &done),
+                    r => finish_sink(ctx, blob, sink, r.map(|()| BlobAction::Copied), &done),
                 }
             }
             *pending.lock().unwrap_or_else(|p| p.into_inner()) = again;
@@ -349,8 +368,8 @@ fn finish_sink(
     ctx: &BlobContext,
     blob: &Descriptor,
     sink: Sink,
-    r: Result<(), RegistryError>,
-    done: &Mutex<Vec<(usize, Result<(), RegistryError>)>>,
+    r: Result<BlobAction, RegistryError>,
+    done: &Mutex<Vec<(usize, Result<BlobAction, RegistryError>)>>,
 ) {
     let t = &sink.target;
     let ok = r.is_ok();
@@ -363,7 +382,7 @@ fn finish_sink(
     if let Some(tx) = sink.claim {
         let _ = tx.send(Some(ok));
     }
-    if ok {
+    if matches!(r, Ok(BlobAction::Copied)) {
         ctx.stats.copied(blob, t);
     }
     done.lock()

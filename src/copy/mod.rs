@@ -460,6 +460,11 @@ impl Engine {
         }
         let mut seen = HashSet::new();
         all.retain(|d| seen.insert(d.digest.clone()));
+        // Each copy takes the blobs in an order of its own: other processes copying the same
+        // image at the same moment (one delivery reaching several instances) then work on
+        // different blobs first, and each finds most of the others' blobs already present
+        // when its turn for them comes (the presence check runs right before each upload).
+        fastrand::shuffle(&mut all);
 
         let blob_results = join_all(
             all.iter()
@@ -487,15 +492,18 @@ impl Engine {
                 }
                 self.push_manifests(client, node).await?;
                 if let Some(tag) = target_tag(&req.source, target) {
-                    if req.guard_tag
-                        && let Some(source_tag) = &req.source.tag {
-                            let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
-                            if now.as_ref() != Some(source_digest) {
-                                tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
-                                return Ok(TargetOutcome::TagSuperseded { now });
-                            }
-                        }
-                    client.put_manifest(tag.as_str(), &node.manifest).await?;
+                    let guard = req.source.tag.as_ref().filter(|_| req.guard_tag);
+                    // Asked before every attempt of the tag PUT: a retry after a 429 or a
+                    // reset must not write what the source has moved away from meanwhile.
+                    let moved = || async {
+                        let Some(source_tag) = guard else { return Ok(None) };
+                        let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
+                        Ok((now.as_ref() != Some(source_digest)).then_some(now))
+                    };
+                    if let Some(now) = client.put_manifest_unless(tag, &node.manifest, moved).await? {
+                        tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
+                        return Ok(TargetOutcome::TagSuperseded { now });
+                    }
                     self.blob_ctx.stats.manifest_pushed();
                 }
                 for r in referrers {

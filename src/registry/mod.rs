@@ -26,7 +26,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::config::{ConfigError, RegistryConfig};
 use crate::manifest::{self, Descriptor, Manifest};
-use crate::reference::{Digest, Repository};
+use crate::reference::{Digest, Repository, Tag};
 use auth::{Challenge, HostAuth, Scope};
 use error::{Op, RegistryError, parse_error_body};
 use retry::{Backoff, RetryPolicy, parse_retry_after};
@@ -245,6 +245,20 @@ pub struct ManifestHead {
     pub media_type: Option<String>,
 }
 
+/// What [`RepoClient::delete_tag`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagDeletion {
+    Deleted,
+    /// The repository had no such tag.
+    Absent,
+    /// Not deleted: the registry cannot delete a tag alone, and deleting its manifest would
+    /// take `other` (which points at `digest`, or at an index listing it) along.
+    Shared {
+        other: Tag,
+        digest: Digest,
+    },
+}
+
 /// The answer to a mount request.
 #[derive(Debug)]
 pub enum Mount {
@@ -458,30 +472,131 @@ impl RepoClient {
     /// whether the registry answered with `OCI-Subject` (it indexes referrers itself).
     pub async fn put_manifest(&self, reference: &str, m: &Manifest) -> Result<bool, RegistryError> {
         let op = self.op("PUT", format!("manifest {reference}"));
+        self.retrying(|_| self.put_manifest_once(&op, reference, m))
+            .await
+    }
+
+    /// PUT a manifest under `tag` unless `stop` gives a reason not to. `stop` is asked right
+    /// before every attempt, the first and each retry after a 429, a 5xx or a reset, once any
+    /// pause this host asked for is over: a tag write that waited seconds for its turn must not
+    /// land on what was true before the wait. `Ok(None)`: written; `Ok(Some(why))`: not sent.
+    pub async fn put_manifest_unless<W, S, Fut>(
+        &self,
+        tag: &Tag,
+        m: &Manifest,
+        stop: S,
+    ) -> Result<Option<W>, RegistryError>
+    where
+        S: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<W>, RegistryError>>,
+    {
+        let op = self.op("PUT", format!("manifest {tag}"));
+        // A failure of `stop` itself travels inside `Ok`, so this loop does not retry what
+        // `stop`'s own requests already retried.
+        self.retrying(|_| async {
+            self.host.backoff.wait().await;
+            match stop().await {
+                Err(e) => Ok(Err(e)),
+                Ok(Some(why)) => Ok(Ok(Some(why))),
+                Ok(None) => self
+                    .put_manifest_once(&op, tag.as_str(), m)
+                    .await
+                    .map(|_| Ok(None)),
+            }
+        })
+        .await?
+    }
+
+    async fn put_manifest_once(
+        &self,
+        op: &Op,
+        reference: &str,
+        m: &Manifest,
+    ) -> Result<bool, RegistryError> {
         let url = self.url(&format!("manifests/{reference}"));
         let scope = Scope::push(&self.path);
-        self.retrying(|_| async {
-            let resp = self
-                .send(&op, Method::PUT, &url, &scope, |r| {
-                    r.header(CONTENT_TYPE, &m.media_type).body(m.bytes.clone())
-                })
-                .await?;
-            if !resp.status().is_success() {
-                return Err(self.fail(&op, resp).await);
+        let resp = self
+            .send(op, Method::PUT, &url, &scope, |r| {
+                r.header(CONTENT_TYPE, &m.media_type).body(m.bytes.clone())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.fail(op, resp).await);
+        }
+        if let Some(d) =
+            header_str(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok())
+            && d.algorithm() == m.digest.algorithm()
+            && d != m.digest
+        {
+            return Err(RegistryError::Protocol {
+                op: op.clone(),
+                detail: format!("registry stored the manifest as {d}, expected {}", m.digest),
+            });
+        }
+        Ok(resp.headers().contains_key("oci-subject"))
+    }
+
+    /// Remove a tag, and nothing else. Registries implementing distribution-spec 1.1 delete a
+    /// tag by name; older ones (distribution 2.x) answer 400/405 `UNSUPPORTED` and can only
+    /// delete the manifest the tag points at, which takes every other tag pointing at it (and
+    /// breaks every index that lists it) along. That fallback is taken only when no other tag
+    /// of the repository needs the manifest; otherwise the answer is [`TagDeletion::Shared`].
+    pub async fn delete_tag(&self, tag: &Tag) -> Result<TagDeletion, RegistryError> {
+        let Some(head) = self.head_manifest(tag.as_str()).await? else {
+            return Ok(TagDeletion::Absent);
+        };
+        let refused = match self.delete_manifest(tag.as_str()).await {
+            Ok(()) => return Ok(TagDeletion::Deleted),
+            Err(e) if matches!(e.status(), Some(400 | 405)) || e.has_code("UNSUPPORTED") => e,
+            Err(e) => return Err(e),
+        };
+        let Some(digest) = head.digest else {
+            return Err(refused);
+        };
+        if let Some(other) = self.tag_needing(&digest, tag).await? {
+            return Ok(TagDeletion::Shared { other, digest });
+        }
+        self.delete_manifest(digest.as_str()).await?;
+        Ok(TagDeletion::Deleted)
+    }
+
+    /// A tag other than `except` that points at `digest`, or at an index listing it.
+    async fn tag_needing(
+        &self,
+        digest: &Digest,
+        except: &Tag,
+    ) -> Result<Option<Tag>, RegistryError> {
+        let listing = self.list_tags().await?;
+        for name in listing.tags.iter().filter(|t| *t != except.as_str()) {
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
+            let (at, media_type) = match listing.digests.get(name) {
+                Some(d) => (Some(d.clone()), None),
+                None => match self.head_manifest(name).await? {
+                    Some(h) => (h.digest, h.media_type),
+                    None => continue,
+                },
+            };
+            if at.as_ref() == Some(digest) {
+                return Ok(Some(tag));
             }
-            if let Some(d) =
-                header_str(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok())
-                && d.algorithm() == m.digest.algorithm()
-                && d != m.digest
-            {
-                return Err(RegistryError::Protocol {
-                    op: op.clone(),
-                    detail: format!("registry stored the manifest as {d}, expected {}", m.digest),
-                });
+            let maybe_index = media_type
+                .as_deref()
+                .is_none_or(|t| t == manifest::OCI_INDEX || t == manifest::DOCKER_MANIFEST_LIST);
+            if maybe_index {
+                let m = match &at {
+                    Some(d) => self.get_manifest(d.as_str()).await?,
+                    None => self.get_manifest(name).await?,
+                };
+                if let manifest::Contents::Index { manifests } = &m.contents
+                    && manifests.iter().any(|c| &c.digest == digest)
+                {
+                    return Ok(Some(tag));
+                }
             }
-            Ok(resp.headers().contains_key("oci-subject"))
-        })
-        .await
+        }
+        Ok(None)
     }
 
     /// DELETE a manifest or tag; a missing one counts as deleted.

@@ -34,7 +34,7 @@ pub mod service;
 pub mod tokens;
 
 pub use images::*;
-pub use proxy::{Fault, Proxy, RecordedRequest};
+pub use proxy::{Fault, Injected, Matcher, Proxy, RecordedRequest};
 pub use registry::Registry;
 pub use seed::{RawManifest, SeedError, Seeder, skopeo_inspect_raw};
 

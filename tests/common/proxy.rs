@@ -63,6 +63,73 @@ pub enum Fault {
     RejectManifestOnce { reference: String, code: String },
 }
 
+/// Which requests an armed fault ([`Proxy::arm`]) applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matcher {
+    /// `PUT`, `DELETE`, ...; any method when `None`.
+    pub method: Option<Method>,
+    /// A substring of the path and query.
+    pub path_contains: String,
+    /// Only manifests addressed by tag (`/manifests/<tag>`, not `/manifests/sha256:...`).
+    pub tags_only: bool,
+}
+
+impl Matcher {
+    /// A manifest PUT by tag: a tag write.
+    pub fn tag_put() -> Matcher {
+        Matcher {
+            method: Some(Method::PUT),
+            path_contains: "/manifests/".into(),
+            tags_only: true,
+        }
+    }
+
+    /// Requests with this method whose path contains `path`.
+    pub fn new(method: Method, path: &str) -> Matcher {
+        Matcher {
+            method: Some(method),
+            path_contains: path.into(),
+            tags_only: false,
+        }
+    }
+
+    fn matches(&self, method: &Method, path_and_query: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method)
+            || !path_and_query.contains(&self.path_contains)
+        {
+            return false;
+        }
+        if self.tags_only {
+            let path = path_and_query.split('?').next().unwrap_or("");
+            return path
+                .rsplit_once("/manifests/")
+                .is_some_and(|(_, r)| !r.contains(':'));
+        }
+        true
+    }
+}
+
+/// What an armed fault does to a request it matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Injected {
+    /// Hold the request this long, then pass it on: it reaches the registry late, after
+    /// whatever others sent meanwhile.
+    Hold(std::time::Duration),
+    /// Answer with this status (and `Retry-After`, when given) instead of the registry.
+    Answer {
+        status: u16,
+        retry_after: Option<String>,
+    },
+}
+
+struct Armed {
+    when: Matcher,
+    then: Injected,
+    /// Requests it still applies to.
+    left: usize,
+    hits: usize,
+}
+
 /// One request as seen by the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -110,6 +177,9 @@ struct TokenAuth {
 
 struct Inner {
     fault: Fault,
+    /// Faults armed for a number of matching requests, on top of `fault`; the first one that
+    /// matches and has requests left applies.
+    armed: Vec<Armed>,
     /// Requests answered by a counted fault (429/503) so far.
     faulted: usize,
     /// PATCH count per upload path, for `RejectChunkedUploads`.
@@ -226,6 +296,7 @@ impl Proxy {
             token_auth,
             inner: Mutex::new(Inner {
                 fault,
+                armed: Vec::new(),
                 faulted: 0,
                 patches: HashMap::new(),
                 log: Vec::new(),
@@ -264,6 +335,38 @@ impl Proxy {
         inner.patches.clear();
     }
 
+    /// Apply `then` to the next `times` requests that match `when`; returns a handle for
+    /// [`Proxy::hits`].
+    pub fn arm(&self, when: Matcher, then: Injected, times: usize) -> usize {
+        let mut inner = self.state.lock();
+        inner.armed.push(Armed {
+            when,
+            then,
+            left: times,
+            hits: 0,
+        });
+        inner.armed.len() - 1
+    }
+
+    /// Requests the armed fault `id` has applied to so far.
+    pub fn hits(&self, id: usize) -> usize {
+        self.state.lock().armed.get(id).map_or(0, |a| a.hits)
+    }
+
+    /// Wait (up to 30 s) until the armed fault `id` has applied to `n` requests.
+    pub async fn wait_hits(&self, id: usize, n: usize) {
+        for _ in 0..3000 {
+            if self.hits(id) >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "armed fault {id} applied to {} of {n} requests",
+            self.hits(id)
+        );
+    }
+
     /// Requests so far, in the order their responses started.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().log.clone()
@@ -294,6 +397,18 @@ impl ProxyState {
             authorization,
             status: status.as_u16(),
         });
+    }
+
+    /// The armed fault for this request, if one applies (it is counted).
+    fn armed(&self, method: &Method, path_and_query: &str) -> Option<Injected> {
+        let mut inner = self.lock();
+        let a = inner
+            .armed
+            .iter_mut()
+            .find(|a| a.left > 0 && a.when.matches(method, path_and_query))?;
+        a.left -= 1;
+        a.hits += 1;
+        Some(a.then.clone())
     }
 
     fn decide(&self, method: &Method, path_and_query: &str) -> Action {
@@ -484,6 +599,30 @@ async fn handle(State(state): State<Arc<ProxyState>>, req: Request) -> Response 
     if let Some(t) = &state.token_auth
         && let Some(resp) = t.check(&state.self_url, &method, &path, req.headers())
     {
+        state.record(&method, &path, authorization, resp.status());
+        return resp;
+    }
+    let injected = state.armed(&method, &path);
+    if let Some(Injected::Hold(d)) = &injected {
+        tokio::time::sleep(*d).await;
+    }
+    if let Some(Injected::Answer {
+        status,
+        retry_after,
+    }) = injected
+    {
+        let mut body = req.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+        let code = match status {
+            429 => "TOOMANYREQUESTS",
+            s if s >= 500 => "UNAVAILABLE",
+            _ => "DENIED",
+        };
+        let status = StatusCode::from_u16(status).expect("valid status");
+        let mut resp = oci_error(status, code, "injected by test proxy");
+        if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         state.record(&method, &path, authorization, resp.status());
         return resp;
     }

@@ -12,6 +12,9 @@
 //! targets = ["europe-west1-docker.pkg.dev/partner-prj/incoming"]
 //! ```
 
+mod check;
+mod language;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
@@ -250,6 +253,9 @@ fn referrer_tag_subject(tag: &str) -> Option<Digest> {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub registries: RegistryConfig,
+    /// What the whole-set checks could not rule out but did not refuse: shown by `rules
+    /// check`, logged by `serve` when the rules are loaded.
+    pub warnings: Vec<RuleError>,
 }
 
 impl RuleSet {
@@ -291,6 +297,7 @@ impl RuleSet {
         // Hosts named by rules, with where, to check each has settings.
         let mut used_hosts: Vec<(String, usize, Range<usize>, String)> = Vec::new();
         let mut names = HashSet::new();
+        let mut sites = Vec::new();
         for (fi, (file, text)) in files.iter().enumerate() {
             let at = |span: Range<usize>, message: String| RuleError {
                 file: file.clone(),
@@ -323,7 +330,12 @@ impl RuleSet {
                 // Key paths in a rule are relative to the file that names them.
                 let dir = Path::new(file).parent().unwrap_or(Path::new("."));
                 match compile(raw.into_inner(), dir, &at) {
-                    Ok((rule, hosts)) => {
+                    Ok((rule, hosts, (source, targets))) => {
+                        sites.push(check::Sites {
+                            file: fi,
+                            source,
+                            targets,
+                        });
                         if !names.insert(rule.name.clone()) {
                             errors
                                 .push(at(span, format!("rule name {:?} is used twice", rule.name)));
@@ -353,10 +365,14 @@ impl RuleSet {
                 });
             }
         }
+        let registries = RegistryConfig { registries };
+        let whole = check::check(&rules, &sites, files, &registries);
+        errors.extend(whole.errors);
         if errors.is_empty() {
             Ok(RuleSet {
                 rules,
-                registries: RegistryConfig { registries },
+                registries,
+                warnings: whole.warnings,
             })
         } else {
             errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -450,12 +466,14 @@ enum SignatureGates {
 }
 
 type Hosts = Vec<(String, Range<usize>)>;
+/// Where the rule's source and each of its targets were written.
+type Spans = (Range<usize>, Vec<Range<usize>>);
 
 fn compile(
     r: RuleShape,
     dir: &Path,
     at: &dyn Fn(Range<usize>, String) -> RuleError,
-) -> Result<(Rule, Hosts), Vec<RuleError>> {
+) -> Result<(Rule, Hosts, Spans), Vec<RuleError>> {
     let mut errors = Vec::new();
     let name = r.name.get_ref().trim().to_owned();
     if name.is_empty() {
@@ -521,27 +539,17 @@ fn compile(
             format!("rule {label:?}: targets needs at least one repository"),
         ));
     }
+    // Where targets fall relative to sources (their own and other rules') is checked for the
+    // whole set at once (`check`), with hosts compared as the network sees them.
     let mut targets = Vec::new();
+    let mut target_spans = Vec::new();
     for t in r.targets.get_ref() {
         match Repository::parse(t.get_ref()) {
             Err(e) => errors.push(at(t.span(), format!("rule {label:?}: target: {e}"))),
             Ok(target) => {
-                if let Some(src) = &source {
-                    let under = target.registry == src.registry
-                        && (target.path == src.path
-                            || target.path.starts_with(&format!("{}/", src.path)));
-                    if under {
-                        errors.push(at(
-                            t.span(),
-                            format!(
-                                "rule {label:?}: target {target} is the source or lies under it: each copy would trigger the rule again"
-                            ),
-                        ));
-                        continue;
-                    }
-                }
                 hosts.push((target.registry.clone(), t.span()));
                 targets.push(target);
+                target_spans.push(t.span());
             }
         }
     }
@@ -592,6 +600,7 @@ fn compile(
                 vulnerabilities: r.vulnerabilities,
             },
             hosts,
+            (r.source.span(), target_spans),
         )),
         _ => Err(errors),
     }
@@ -797,6 +806,194 @@ auth = "none"
         ))
         .unwrap_err();
         assert!(errs[0].message.contains("auth"), "{errs:?}");
+    }
+
+    /// Rules from `(name, source, targets, tags)`, registries for every host they name.
+    fn set(rules: &[(&str, &str, &[&str], &str)]) -> String {
+        let mut hosts = BTreeMap::new();
+        let mut text = String::new();
+        for (name, source, targets, tags) in rules {
+            for r in std::iter::once(source).chain(targets.iter()) {
+                hosts.insert(r.split('/').next().unwrap().to_owned(), ());
+            }
+            let targets: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+            text.push_str(&format!(
+                "[[rule]]\nname = {name:?}\nsource = {source:?}\nimages = [\".*\"]\ntags = [{tags}]\ntargets = [{}]\n\n",
+                targets.join(", ")
+            ));
+        }
+        for h in hosts.keys() {
+            text.push_str(&format!("[registry.{h:?}]\nauth = \"none\"\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn a_target_listed_twice_is_refused_where_it_repeats_even_under_another_host_name() {
+        let errs = parse(&set(&[(
+            "dup",
+            "src.example/releases",
+            &["dst.example/in", "dst.example/in"],
+            "\"v1\"",
+        )]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].column), (6, 30), "{errs:?}");
+        assert!(
+            errs[0]
+                .message
+                .contains("listed twice (also at relay.toml:6:12)"),
+            "{errs:?}"
+        );
+        let errs = parse(&set(&[(
+            "dup",
+            "src.example/releases",
+            &["localhost:5000/in", "127.0.0.1:5000/in"],
+            "\"v1\"",
+        )]))
+        .unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .contains("localhost:5000 and 127.0.0.1:5000 are the same registry"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_target_inside_or_around_its_own_source_is_refused_as_the_network_compares_hosts() {
+        let inside = |source: &str, target: &str| {
+            parse(&set(&[("loop", source, &[target], "\"v1\"")]))
+                .err()
+                .map(|e| e[0].message.clone())
+        };
+        let e = inside("127.0.0.1:5000/releases", "localhost:5000/releases/mirror").unwrap();
+        assert!(e.contains("is the source or lies under it"), "{e}");
+        assert!(inside("127.0.0.1:5000/releases", "[::1]:5000/releases").is_some());
+        assert!(
+            inside(
+                "Registry.Example/releases",
+                "registry.example:443/releases/x"
+            )
+            .is_some()
+        );
+        let e = inside("src.example/a/b", "src.example/a").unwrap();
+        assert!(e.contains("contains the source"), "{e}");
+        assert_eq!(
+            inside("127.0.0.1:5000/releases", "127.0.0.1:5001/releases"),
+            None
+        );
+        assert_eq!(
+            inside("src.example/releases", "src.example/releases2"),
+            None
+        );
+    }
+
+    #[test]
+    fn rules_that_copy_into_each_others_sources_are_refused_with_every_step() {
+        let errs = parse(&set(&[
+            (
+                "there",
+                "a.example/releases",
+                &["b.example/mirror"],
+                "\"v1\"",
+            ),
+            (
+                "back",
+                "b.example/mirror",
+                &["a.example/releases/back"],
+                "\"v1\"",
+            ),
+        ]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let m = &errs[0].message;
+        assert!(m.contains("copy into each other's sources"), "{m}");
+        assert!(
+            m.contains("\"there\" writes b.example/mirror (relay.toml:6:12), which \"back\" watches (relay.toml:10:10)"),
+            "{m}"
+        );
+        assert!(m.contains("\"back\" writes a.example/releases/back"), "{m}");
+        // Three rules around a circle; a chain that does not close is fine.
+        let circle = set(&[
+            ("ab", "a.example/r", &["b.example/r"], "\"v1\""),
+            ("bc", "b.example/r", &["c.example/r"], "\"v1\""),
+            ("ca", "c.example/r", &["a.example/r"], "\"v1\""),
+        ]);
+        assert!(parse(&circle).unwrap_err()[0].message.contains("\"ca\""));
+        let chain = set(&[
+            ("ab", "a.example/r", &["b.example/r"], "\"v1\""),
+            ("bc", "b.example/r", &["c.example/r"], "\"v1\""),
+        ]);
+        assert!(parse(&chain).is_ok());
+    }
+
+    #[test]
+    fn two_sources_writing_one_target_are_an_error_when_a_tag_matches_both_else_a_warning() {
+        let errs = parse(&set(&[
+            ("one", "a.example/releases", &["t.example/in"], "\"latest\""),
+            (
+                "two",
+                "b.example/builds",
+                &["t.example/in"],
+                "'v.*', \"latest\"",
+            ),
+        ]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let m = &errs[0].message;
+        assert!(
+            m.contains("relay.toml:6:12") && m.contains("relay.toml:13:12"),
+            "{m}"
+        );
+        assert!(m.contains("with tag latest matches both"), "{m}");
+        // Nested target prefixes collide too.
+        let errs = parse(&set(&[
+            (
+                "one",
+                "a.example/releases",
+                &["t.example/in/app"],
+                "\"latest\"",
+            ),
+            ("two", "b.example/builds", &["t.example/in"], "\"latest\""),
+        ]))
+        .unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .contains("image t.example/in/app/a with tag latest"),
+            "{errs:?}"
+        );
+        // Patterns that cannot be compared are a warning; disjoint ones nothing.
+        let warned = parse(&set(&[
+            ("one", "a.example/releases", &["t.example/in"], "'v.*-rc'"),
+            ("two", "b.example/builds", &["t.example/in"], "'.*-rc[0-9]'"),
+        ]))
+        .unwrap();
+        assert_eq!(warned.warnings.len(), 1, "{:?}", warned.warnings);
+        assert!(
+            warned.warnings[0].message.contains("do not tell"),
+            "{:?}",
+            warned.warnings
+        );
+        let apart = parse(&set(&[
+            (
+                "one",
+                "a.example/releases",
+                &["t.example/in"],
+                "\"latest\", \"stable\"",
+            ),
+            ("two", "b.example/builds", &["t.example/in"], "'v.*'"),
+        ]))
+        .unwrap();
+        assert!(apart.warnings.is_empty(), "{:?}", apart.warnings);
+        // One source under two rules is the same image twice: no flip.
+        let same = parse(&set(&[
+            ("one", "a.example/releases", &["t.example/in"], "\"latest\""),
+            ("two", "a.example/releases", &["t.example/in"], "\"latest\""),
+        ]))
+        .unwrap();
+        assert!(same.warnings.is_empty(), "{:?}", same.warnings);
     }
 
     #[test]
