@@ -256,15 +256,7 @@ async fn dry_run_tag(
 ) -> Vec<SyncResult> {
     let loaded = relay.loaded();
     let mut out = Vec::new();
-    let event = Event {
-        action: Action::Insert,
-        repo: repo.clone(),
-        tag: Some(tag.clone()),
-        digest: Some(digest.clone()),
-        message_id: None,
-        publish_time: None,
-        delivery: DeliveryForm::Reconcile,
-    };
+    let event = reconcile_event(Action::Insert, repo, tag, Some(digest.clone()));
     let m = Match {
         rule: rule.clone(),
         targets: targets.to_vec(),
@@ -322,15 +314,31 @@ async fn copy_tag(
     digest: Digest,
     targets: &[Repository],
 ) -> Vec<SyncResult> {
-    let event = Event {
-        action: Action::Insert,
+    let event = reconcile_event(Action::Insert, repo, tag, Some(digest));
+    through_the_event_path(relay, rule, &event, targets).await
+}
+
+/// The event reconcile stands in for: what Pub/Sub would have delivered for `repo:tag`.
+fn reconcile_event(action: Action, repo: &Repository, tag: &Tag, digest: Option<Digest>) -> Event {
+    Event {
+        action,
         repo: repo.clone(),
         tag: Some(tag.clone()),
-        digest: Some(digest),
+        digest,
         message_id: None,
         publish_time: None,
         delivery: DeliveryForm::Reconcile,
-    };
+    }
+}
+
+/// Handle `event` for `targets` of `rule` as a delivery is handled: same locks, guards,
+/// rounds and audit record.
+async fn through_the_event_path(
+    relay: &Relay,
+    rule: &Rule,
+    event: &Event,
+    targets: &[Repository],
+) -> Vec<SyncResult> {
     let plan = Plan {
         matches: vec![Match {
             rule: rule.clone(),
@@ -339,8 +347,13 @@ async fn copy_tag(
         }],
         rejections: Vec::new(),
     };
-    let outcome = relay.handle(&event, &plan).await;
-    sync_results(&format!("{repo}:{tag}"), outcome)
+    let outcome = relay.handle(event, &plan).await;
+    let source = format!(
+        "{}:{}",
+        event.repo,
+        event.tag.as_ref().map_or("", |t| t.as_str())
+    );
+    sync_results(&source, outcome)
 }
 
 /// What reconcile reports of the relay's outcome for one source tag.
@@ -438,24 +451,8 @@ async fn remove_stale_tags(
             let Ok(tag) = tag.parse::<Tag>() else {
                 continue;
             };
-            let event = Event {
-                action: Action::Delete,
-                repo: repo.clone(),
-                tag: Some(tag),
-                digest: None,
-                message_id: None,
-                publish_time: None,
-                delivery: DeliveryForm::Reconcile,
-            };
-            let plan = Plan {
-                matches: vec![Match {
-                    rule: rule.clone(),
-                    targets: vec![t.clone()],
-                    release_of: None,
-                }],
-                rejections: Vec::new(),
-            };
-            for r in sync_results(&source, relay.handle(&event, &plan).await) {
+            let event = reconcile_event(Action::Delete, repo, &tag, None);
+            for r in through_the_event_path(relay, rule, &event, std::slice::from_ref(t)).await {
                 match r {
                     SyncResult::InPlace => {}
                     SyncResult::Item(source, target, outcome, reason) => {

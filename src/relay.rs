@@ -887,11 +887,16 @@ impl Relay {
             Ok(TagDeletion::Absent) => TargetStatus::NothingToDelete {
                 reason: "the target does not have the tag".into(),
             },
-            Ok(TagDeletion::Shared { other, digest }) => TargetStatus::Failed {
+            Ok(TagDeletion::Shared { other, digest, via }) => TargetStatus::Failed {
                 retryable: false,
-                error: format!(
-                    "{target}: this registry cannot delete a tag alone, and deleting {digest} would take `{other}` with it: `{other}` still points at {digest}"
-                ),
+                error: match via {
+                    None => format!(
+                        "{target}: this registry cannot delete a tag alone, only its manifest; `{other}` still points at {digest}"
+                    ),
+                    Some(index) => format!(
+                        "{target}: this registry cannot delete a tag alone, only its manifest; `{other}` points at the index {index}, which lists {digest}"
+                    ),
+                },
             },
             Err(e) => TargetStatus::registry_failure(&e),
         }

@@ -26,21 +26,56 @@ fn outcome(body: &Value) -> &str {
     body["targets"][0]["outcome"].as_str().unwrap_or("")
 }
 
+/// A source, a target behind a fault proxy, and two instances relaying the source's
+/// `releases/` to the target's `partner/`.
+struct TwoInstances {
+    src: Registry,
+    dst: Registry,
+    proxy: Proxy,
+    a: Service,
+    b: Service,
+}
+
+impl TwoInstances {
+    async fn start(extra: &str) -> TwoInstances {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let proxy = Proxy::start(&dst.host(), Fault::None).await;
+        let rules = rules(
+            &format!("{}/releases", src.host()),
+            &[&format!("{}/partner", proxy.host())],
+            extra,
+        );
+        let a = Service::start(&rules, NO_AUTH).await;
+        let b = Service::start(&rules, NO_AUTH).await;
+        TwoInstances {
+            src,
+            dst,
+            proxy,
+            a,
+            b,
+        }
+    }
+
+    /// The source repository the tests push to, as events name it.
+    fn repo(&self) -> String {
+        format!("{}/releases/app", self.src.host())
+    }
+}
+
 /// Two instances; the tag moves X -> Y at the source while instance A's write of X is slowed
 /// by `fault` at the target. B copies Y; A's write must not leave the target on X.
 async fn tag_moves_while_one_instance_writes(fault: Injected) {
-    let src = Registry::start().await;
-    let dst = Registry::start().await;
-    let proxy = Proxy::start(&dst.host(), Fault::None).await;
+    let pair = TwoInstances::start("").await;
+    let repo = pair.repo();
+    let TwoInstances {
+        src,
+        dst,
+        proxy,
+        a,
+        b,
+    } = pair;
     let s = Seeder::for_registry(&src);
-    let rules = rules(
-        &format!("{}/releases", src.host()),
-        &[&format!("{}/partner", proxy.host())],
-        "",
-    );
-    let a = Service::start(&rules, NO_AUTH).await;
-    let b = Service::start(&rules, NO_AUTH).await;
-    let repo = format!("{}/releases/app", src.host());
     let x = s
         .push_random_image("releases/app", Some("v1"), Format::Oci, 1)
         .await;
@@ -102,18 +137,16 @@ async fn a_tag_write_retried_after_429_checks_the_source_again_before_it_is_sent
 #[tokio::test]
 async fn a_tag_delete_that_lands_after_a_repush_is_undone_by_restoring_the_tag() {
     with_timeout(120, async {
-        let src = Registry::start().await;
-        let dst = Registry::start().await;
-        let proxy = Proxy::start(&dst.host(), Fault::None).await;
+        let pair = TwoInstances::start("on_delete = \"propagate\"").await;
+        let repo = pair.repo();
+        let TwoInstances {
+            src,
+            dst,
+            proxy,
+            a,
+            b,
+        } = pair;
         let s = Seeder::for_registry(&src);
-        let rules = rules(
-            &format!("{}/releases", src.host()),
-            &[&format!("{}/partner", proxy.host())],
-            "on_delete = \"propagate\"",
-        );
-        let a = Service::start(&rules, NO_AUTH).await;
-        let b = Service::start(&rules, NO_AUTH).await;
-        let repo = format!("{}/releases/app", src.host());
         let x = s
             .push_random_image("releases/app", Some("v1"), Format::Oci, 3)
             .await;

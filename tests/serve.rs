@@ -485,6 +485,163 @@ async fn tag_deletes_propagate_only_when_the_rule_says_so_and_the_source_lost_th
 }
 
 #[tokio::test]
+async fn a_registry_that_cannot_delete_a_tag_alone_keeps_the_tags_that_need_its_manifest() {
+    with_timeout(90, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let t = Seeder::for_registry(&dst);
+        let svc = Service::start(
+            &rules(
+                &format!("{}/releases", src.host()),
+                &[&format!("{}/partner", dst.host())],
+                "on_delete = \"propagate\"",
+            ),
+            &["--push-auth", "none"],
+        )
+        .await;
+        let insert = |repo: &str, digest: &str, tag: &str, id: &str| {
+            let n = notification("INSERT", &format!("{}/{repo}", src.host()), Some(digest), Some(tag));
+            deliver(Form::PubSubPush, &n, id)
+        };
+        let delete = |repo: &str, id: &str| {
+            let n = notification("DELETE", &format!("{}/{repo}", src.host()), None, Some("v1"));
+            deliver(Form::PubSubPush, &n, id)
+        };
+        // `app`: v1 and latest name one image. `multi`: latest names an index, v1 one child.
+        let img = s.push_random_image("releases/app", Some("v1"), Format::Oci, 21).await;
+        s.push_pushed("releases/app", Some("latest"), &img.manifest).await;
+        let index = s.push_multiarch("releases/multi", Some("latest"), Format::Oci, 22).await;
+        let child = &index.children[0].manifest;
+        s.push_pushed("releases/multi", Some("v1"), child).await;
+        for (i, d) in [
+            insert("releases/app", &img.manifest.digest, "v1", "a1"),
+            insert("releases/app", &img.manifest.digest, "latest", "a2"),
+            insert("releases/multi", &index.manifest.digest, "latest", "m1"),
+            insert("releases/multi", &child.digest, "v1", "m2"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (status, body, _) = svc.post(d).await;
+            assert_eq!(status, 200, "{i}: {body}");
+        }
+        // The source deletes v1 and keeps latest (distribution can only delete manifests, so
+        // the test deletes the manifest and pushes back what latest needs).
+        s.delete_manifest("releases/app", &img.manifest.digest).await;
+        s.push_pushed("releases/app", Some("latest"), &img.manifest).await;
+        s.delete_manifest("releases/multi", &child.digest).await;
+        s.push_pushed("releases/multi", None, child).await;
+
+        let (status, body, _) = svc.post(&delete("releases/app", "d1")).await;
+        assert_eq!(status, 200, "no retry can help: {body}");
+        assert_eq!(body["targets"][0]["outcome"], "failed", "{body}");
+        let error = body["targets"][0]["error"].as_str().unwrap();
+        assert!(error.contains("cannot delete a tag alone"), "{error}");
+        assert!(
+            error.contains(&format!("`latest` still points at {}", img.manifest.digest)),
+            "{error}"
+        );
+        let (status, body, _) = svc.post(&delete("releases/multi", "d2")).await;
+        assert_eq!((status, body["targets"][0]["outcome"].as_str()), (200, Some("failed")), "{body}");
+        let error = body["targets"][0]["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!(
+                "`latest` points at the index {}, which lists {}",
+                index.manifest.digest, child.digest
+            )),
+            "{error}"
+        );
+
+        // Nothing was taken: every tag and its content are still in the target.
+        for (repo, tag, digest) in [
+            ("partner/app", "latest", &img.manifest.digest),
+            ("partner/app", "v1", &img.manifest.digest),
+            ("partner/multi", "latest", &index.manifest.digest),
+            ("partner/multi", "v1", &child.digest),
+        ] {
+            assert_eq!(digest_of(&dst.host(), repo, tag).await.as_ref(), Some(digest), "{repo}:{tag}");
+        }
+        for c in &index.children {
+            assert!(t.get_manifest_raw("partner/multi", &c.manifest.digest).await.is_some());
+        }
+        // Logged at ERROR, counted, audited.
+        let log = svc.log();
+        assert!(
+            log.lines().any(|l| l.contains("\"severity\":\"ERROR\"") && l.contains("cannot delete a tag alone")),
+            "{log}"
+        );
+        assert!(
+            log.lines().any(|l| l.contains("\"message\":\"audit\"")
+                && l.contains("\"decision\":\"failed\"")
+                && l.contains("cannot delete a tag alone")),
+            "{log}"
+        );
+        let m = svc.metrics().await;
+        assert!(
+            m.contains(&format!(
+                "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner/app:v1\",outcome=\"failed\"}} 1",
+                dst.host()
+            )),
+            "{m}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rules_that_loop_or_name_a_target_twice_are_refused_by_check_at_start_and_on_reload() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let port = src.addr().port();
+        let dir = tempfile::tempdir().unwrap();
+        let check = |text: &str| {
+            let path = dir.path().join("rules.toml");
+            std::fs::write(&path, text).unwrap();
+            let out = std::process::Command::new(RELAY)
+                .args(["rules", "check", path.to_str().unwrap()])
+                .output()
+                .unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let source = format!("127.0.0.1:{port}/releases");
+        let twice = rules(&source, &["127.0.0.1:1/dup", "127.0.0.1:1/dup"], "");
+        let (ok, err) = check(&twice);
+        assert!(!ok && err.contains("rules.toml:7:31: ") && err.contains("listed twice"), "{err}");
+        // The target is inside the source, under another name for the same host.
+        let mirror = rules(&source, &[&format!("localhost:{port}/releases/mirror")], "");
+        let (ok, err) = check(&mirror);
+        assert!(!ok && err.contains("lies under it") && err.contains("same registry"), "{err}");
+        let back_and_forth = format!(
+            "{}\n[[rule]]\nname = \"back\"\nsource = \"127.0.0.1:1/partner\"\nimages = [\".*\"]\ntags = [\"v1\"]\ntargets = [\"{source}/back\"]\n",
+            rules(&source, &["127.0.0.1:1/partner"], "")
+        );
+        let (ok, err) = check(&back_and_forth);
+        assert!(!ok && err.contains("copy into each other's sources"), "{err}");
+
+        // `serve` refuses to start on them, and keeps the rules in force when edited to them.
+        for bad in [&twice, &mirror, &back_and_forth] {
+            let path = dir.path().join("serve.toml");
+            std::fs::write(&path, bad).unwrap();
+            let out = serve_command(&path, free_port(), &["--push-auth", "none"])
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "serve started on:\n{bad}");
+        }
+        let good = rules(&source, &["127.0.0.1:1/partner"], "");
+        let svc = Service::start(&good, &["--push-auth", "none"]).await;
+        std::fs::write(&svc.rules, &mirror).unwrap();
+        wait_for_metric(&svc, "image_relay_rule_reloads_total{result=\"failure\"} 1").await;
+        assert!(svc.log().contains("lies under it"), "{}", svc.log());
+        let n = notification("INSERT", &format!("{source}/app"), None, Some("v1"));
+        let (_, body, _) = svc.post(&deliver(Form::PubSubPush, &n, "r")).await;
+        // Still the good rule: the event goes to the partner, not into the source.
+        assert_eq!(body["targets"][0]["target"], "127.0.0.1:1/partner/app:v1", "{body}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn past_the_copy_bound_deliveries_get_429_so_pubsub_backs_off() {
     with_timeout(60, async {
         let src = Registry::start().await;

@@ -251,11 +251,13 @@ pub enum TagDeletion {
     Deleted,
     /// The repository had no such tag.
     Absent,
-    /// Not deleted: the registry cannot delete a tag alone, and deleting its manifest would
-    /// take `other` (which points at `digest`, or at an index listing it) along.
+    /// Not deleted: the registry cannot delete a tag alone, and deleting its manifest
+    /// (`digest`) would take `other` along: `other` points at it, or at the index `via` that
+    /// lists it.
     Shared {
         other: Tag,
         digest: Digest,
+        via: Option<Digest>,
     },
 }
 
@@ -553,19 +555,20 @@ impl RepoClient {
         let Some(digest) = head.digest else {
             return Err(refused);
         };
-        if let Some(other) = self.tag_needing(&digest, tag).await? {
-            return Ok(TagDeletion::Shared { other, digest });
+        if let Some((other, via)) = self.tag_needing(&digest, tag).await? {
+            return Ok(TagDeletion::Shared { other, digest, via });
         }
         self.delete_manifest(digest.as_str()).await?;
         Ok(TagDeletion::Deleted)
     }
 
-    /// A tag other than `except` that points at `digest`, or at an index listing it.
+    /// A tag other than `except` that points at `digest`, or at an index listing it (and
+    /// that index).
     async fn tag_needing(
         &self,
         digest: &Digest,
         except: &Tag,
-    ) -> Result<Option<Tag>, RegistryError> {
+    ) -> Result<Option<(Tag, Option<Digest>)>, RegistryError> {
         let listing = self.list_tags().await?;
         for name in listing.tags.iter().filter(|t| *t != except.as_str()) {
             let Ok(tag) = name.parse::<Tag>() else {
@@ -579,7 +582,7 @@ impl RepoClient {
                 },
             };
             if at.as_ref() == Some(digest) {
-                return Ok(Some(tag));
+                return Ok(Some((tag, None)));
             }
             let maybe_index = media_type
                 .as_deref()
@@ -592,7 +595,7 @@ impl RepoClient {
                 if let manifest::Contents::Index { manifests } = &m.contents
                     && manifests.iter().any(|c| &c.digest == digest)
                 {
-                    return Ok(Some(tag));
+                    return Ok(Some((tag, Some(m.digest.clone()))));
                 }
             }
         }
