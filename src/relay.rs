@@ -741,6 +741,16 @@ impl Relay {
             let Some(tag) = tag.filter(|_| !active.is_empty()) else {
                 break;
             };
+            // A delivery finding everything in place still asks the source: it may be the
+            // redelivery of one whose write landed late and whose instance died before it
+            // could check. Reconcile read the digest from the source a moment ago, and a move
+            // since has its own event, so its "nothing changed" stays one HEAD per target.
+            let in_place = active
+                .iter()
+                .all(|&i| matches!(last[i], Some(TargetStatus::AlreadyPresent)));
+            if round == 1 && in_place && event.delivery == crate::event::DeliveryForm::Reconcile {
+                break;
+            }
             let now = match source_tag(&source, tag).await {
                 Ok(d) => d,
                 Err(e) => {

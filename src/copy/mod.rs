@@ -2,8 +2,8 @@
 //!
 //! For each request: resolve the source digest; skip targets whose tag already resolves to it;
 //! read the manifest tree (index, children, referrers); bring every blob into every target
-//! ([`blobs`]); then push child manifests by digest, the root by digest, and the tag last, so a
-//! tag never points at content a target does not fully hold.
+//! ([`blobs`]); then push child manifests by digest and the root last, once, under its tag, so
+//! a tag never points at content a target does not fully hold.
 
 pub mod blobs;
 pub mod progress;
@@ -490,64 +490,114 @@ impl Engine {
                 if let Some(e) = blob_error {
                     return Err(e);
                 }
-                self.push_manifests(client, node).await?;
-                if let Some(tag) = target_tag(&req.source, target) {
-                    let guard = req.source.tag.as_ref().filter(|_| req.guard_tag);
-                    // Asked before every attempt of the tag PUT: a retry after a 429 or a
-                    // reset must not write what the source has moved away from meanwhile.
-                    let moved = || async {
-                        let Some(source_tag) = guard else { return Ok(None) };
-                        let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
-                        Ok((now.as_ref() != Some(source_digest)).then_some(now))
-                    };
-                    if let Some(now) = client.put_manifest_unless(tag, &node.manifest, moved).await? {
-                        tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
-                        return Ok(TargetOutcome::TagSuperseded { now });
-                    }
-                    self.blob_ctx.stats.manifest_pushed();
+                // Children by digest, then the root once: under its tag when there is one
+                // (every manifest PUT counts against the registry's write quota).
+                let Some(tag) = target_tag(&req.source, target) else {
+                    self.push_manifests(client, node).await?;
+                    return self.push_referrers(client, referrers, target, node).await;
+                };
+                self.push_children(client, node).await?;
+                let guard = req.source.tag.as_ref().filter(|_| req.guard_tag);
+                // Asked before every attempt of the tag PUT: a retry after a 429 or a reset
+                // must not write what the source has moved away from meanwhile.
+                let moved = || async {
+                    let Some(source_tag) = guard else { return Ok(None) };
+                    let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
+                    Ok((now.as_ref() != Some(source_digest)).then_some(now))
+                };
+                let superseded = self
+                    .put_root(node, || client.put_manifest_unless(tag, &node.manifest, &moved), client)
+                    .await?;
+                self.blob_ctx.stats.manifest_pushed();
+                if let Some(now) = superseded {
+                    // The content still goes in, by digest: "copied, tag left alone".
+                    self.put_root(node, || client.put_manifest(node.manifest.digest.as_str(), &node.manifest), client)
+                        .await?;
+                    tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
+                    return Ok(TargetOutcome::TagSuperseded { now });
                 }
-                for r in referrers {
-                    self.push_manifests(client, &r.node).await?;
-                    if let Some(tag) = &r.tag {
-                        client.put_manifest(tag.as_str(), &r.node.manifest).await?;
-                        self.blob_ctx.stats.manifest_pushed();
-                    }
-                }
-                tracing::info!(target = %target, digest = %node.manifest.digest, "copied");
-                Ok(TargetOutcome::Copied)
+                self.push_referrers(client, referrers, target, node).await
             }
         }))
         .await
     }
 
-    /// Push a manifest tree by digest, children first. An index the registry refuses with
-    /// MANIFEST_BLOB_UNKNOWN (children lost since they were pushed, or not yet visible)
-    /// gets its children pushed again, once.
+    /// After the image: its referrers (signatures, attestations, SBOMs), by digest and under
+    /// their cosign or referrers-index tags.
+    async fn push_referrers(
+        &self,
+        client: &RepoClient,
+        referrers: &[Referrer],
+        target: &Reference,
+        node: &Node,
+    ) -> Result<TargetOutcome, CopyError> {
+        for r in referrers {
+            self.push_manifests(client, &r.node).await?;
+            if let Some(tag) = &r.tag {
+                client.put_manifest(tag.as_str(), &r.node.manifest).await?;
+                self.blob_ctx.stats.manifest_pushed();
+            }
+        }
+        tracing::info!(target = %target, digest = %node.manifest.digest, "copied");
+        Ok(TargetOutcome::Copied)
+    }
+
+    /// Push a manifest tree by digest, children first.
     fn push_manifests<'a>(
         &'a self,
         client: &'a RepoClient,
         node: &'a Node,
     ) -> BoxFuture<'a, Result<(), CopyError>> {
         async move {
-            for c in &node.children {
-                self.push_manifests(client, c).await?;
-            }
+            self.push_children(client, node).await?;
             let m = &node.manifest;
-            match client.put_manifest(m.digest.as_str(), m).await {
-                Ok(_) => {}
-                Err(e) if m.is_index() && (e.has_code("MANIFEST_BLOB_UNKNOWN") || e.has_code("MANIFEST_UNKNOWN")) => {
-                    tracing::warn!(error = %e, "target lost children of the index; pushing them again");
-                    for c in &node.children {
-                        client.put_manifest(c.manifest.digest.as_str(), &c.manifest).await?;
-                    }
-                    client.put_manifest(m.digest.as_str(), m).await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
+            self.put_root(node, || client.put_manifest(m.digest.as_str(), m), client)
+                .await?;
             self.blob_ctx.stats.manifest_pushed();
             Ok(())
         }
         .boxed()
+    }
+
+    /// Push the children of an index (each a tree of its own), by digest.
+    async fn push_children(&self, client: &RepoClient, node: &Node) -> Result<(), CopyError> {
+        for c in &node.children {
+            self.push_manifests(client, c).await?;
+        }
+        Ok(())
+    }
+
+    /// PUT `node`'s own manifest with `put`, its children being in place. An index the registry
+    /// refuses with MANIFEST_BLOB_UNKNOWN (children lost since they were pushed, or not yet
+    /// visible) gets its children pushed again, once.
+    async fn put_root<T, F, Fut>(
+        &self,
+        node: &Node,
+        put: F,
+        client: &RepoClient,
+    ) -> Result<T, CopyError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let m = &node.manifest;
+        let v = match put().await {
+            Ok(v) => v,
+            Err(e)
+                if m.is_index()
+                    && (e.has_code("MANIFEST_BLOB_UNKNOWN") || e.has_code("MANIFEST_UNKNOWN")) =>
+            {
+                tracing::warn!(error = %e, "target lost children of the index; pushing them again");
+                for c in &node.children {
+                    client
+                        .put_manifest(c.manifest.digest.as_str(), &c.manifest)
+                        .await?;
+                }
+                put().await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(v)
     }
 }
 
