@@ -57,10 +57,20 @@ impl Host {
     }
 }
 
-/// Every registry of one process: a shared HTTP connection pool and per-host state.
+/// Every registry of one process: shared HTTP connection pools and per-host state.
+///
+/// Two pools, because one HTTP/2 connection is the wrong carrier for blob bodies: every
+/// stream on it shares the server's connection receive window (1 MiB in Go's HTTP/2 server,
+/// which distribution runs), so uploads cannot outrun window ÷ round trip however many run
+/// at once, and the server spends several times the CPU per byte it spends on HTTP/1.1
+/// (`docs/design.md`, "HTTP/2"). Manifests, `HEAD`s and upload sessions stay multiplexed on
+/// HTTP/2 where the registry offers it; blob `GET`s and upload `PUT`s go over HTTP/1.1
+/// connections, each with a TCP window of its own.
 #[derive(Debug)]
 pub struct Registries {
     http: reqwest::Client,
+    /// HTTP/1.1 only, for blob bodies.
+    bulk: reqwest::Client,
     config: RegistryConfig,
     retry: Arc<RetryPolicy>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
@@ -70,18 +80,20 @@ pub struct Registries {
 
 impl Registries {
     pub fn new(config: RegistryConfig, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            // Redirects are followed by hand on blob GETs only, to decide per hop whether the
-            // registry's credentials may go along (never to another host).
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            // A stalled stream fails the attempt (and is retried) instead of hanging a copy.
-            .read_timeout(Duration::from_secs(120))
-            .tcp_nodelay(true)
-            .user_agent(concat!("image-relay/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                // Redirects are followed by hand on blob GETs only, to decide per hop whether
+                // the registry's credentials may go along (never to another host).
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(10))
+                // A stalled stream fails the attempt (and is retried) instead of hanging a copy.
+                .read_timeout(Duration::from_secs(120))
+                .tcp_nodelay(true)
+                .user_agent(concat!("image-relay/", env!("CARGO_PKG_VERSION")))
+        };
         Ok(Registries {
-            http,
+            http: builder().build()?,
+            bulk: builder().http1_only().build()?,
             config,
             retry: Arc::new(retry),
             hosts: Mutex::new(HashMap::new()),
@@ -130,6 +142,7 @@ impl Registries {
     pub fn repo(&self, repo: &Repository) -> Result<RepoClient, ConfigError> {
         Ok(RepoClient {
             http: self.http.clone(),
+            bulk: self.bulk.clone(),
             host: self.host(&repo.registry)?,
             path: repo.path.as_str().into(),
             retry: self.retry.clone(),
@@ -273,7 +286,9 @@ pub enum Mount {
 /// Client for one repository on one registry.
 #[derive(Debug, Clone)]
 pub struct RepoClient {
+    /// Requests go here; for blob bodies it is [`RepoClient::bodies`]'s HTTP/1.1 pool.
     http: reqwest::Client,
+    bulk: reqwest::Client,
     host: Arc<Host>,
     path: Arc<str>,
     retry: Arc<RetryPolicy>,
@@ -301,6 +316,14 @@ impl RepoClient {
             registry: self.host.name.clone(),
             repository: self.path.clone(),
             object: object.into(),
+        }
+    }
+
+    /// This client on the HTTP/1.1 pool, for requests that carry a blob's bytes.
+    fn bodies(&self) -> RepoClient {
+        RepoClient {
+            http: self.bulk.clone(),
+            ..self.clone()
         }
     }
 
@@ -637,6 +660,10 @@ impl RepoClient {
     /// followed, relative `Location` included; credentials go only to the registry's own origin.
     /// Not retried here: the caller retries the whole transfer.
     pub async fn open_blob(&self, digest: &Digest) -> Result<Response, RegistryError> {
+        self.bodies().open_blob_here(digest).await
+    }
+
+    async fn open_blob_here(&self, digest: &Digest) -> Result<Response, RegistryError> {
         let op = self.op("GET", format!("blob {digest}"));
         let scope = Scope::pull(&self.path);
         let origin = url::Url::parse(&self.host.base).map_err(|e| RegistryError::Protocol {
@@ -735,6 +762,7 @@ impl RepoClient {
         // A streamed body cannot be sent twice, so no 401 dance here: the session was opened
         // with the same scope a moment ago.
         let resp = self
+            .bodies()
             .send_once(&op, Method::PUT, url.as_str(), &scope, |r| {
                 r.header(CONTENT_LENGTH, size)
                     .header(CONTENT_TYPE, "application/octet-stream")
