@@ -315,6 +315,58 @@ async fn a_corrupted_byte_fails_the_copy_and_nothing_is_tagged() {
 }
 
 #[tokio::test]
+async fn a_registry_quota_is_learnt_and_ridden_with_few_429s() {
+    with_timeout(120, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        // 40 requests a second, little burst: a copier that sends as fast as it can meets
+        // a 429 every few requests.
+        let quota = Proxy::start(
+            &dst.host(),
+            Fault::Quota {
+                per_second: 40,
+                burst: 4,
+            },
+        )
+        .await;
+        let s = Seeder::for_registry(&src);
+        let mut images = Vec::new();
+        let mut list = String::new();
+        for i in 0..12 {
+            let repo = format!("app{i}");
+            images.push((
+                repo.clone(),
+                s.push_random_image(&repo, Some("v1"), Format::Oci, 500 + i)
+                    .await,
+            ));
+            list.push_str(&format!(
+                "{}/{repo}:v1 {}/{repo}:v1\n",
+                src.host(),
+                quota.host()
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("list");
+        std::fs::write(&path, list).unwrap();
+        assert_ok(&relay(&["copy", "--from-list", path.to_str().unwrap()]).await);
+        for (repo, img) in &images {
+            assert_same(&Seeder::for_registry(&dst), repo, "v1", &img.manifest).await;
+        }
+        let reqs = quota.requests();
+        let refused = reqs.iter().filter(|r| r.status == 429).count();
+        println!("{refused} of {} requests answered 429", reqs.len());
+        // Without pacing, about half of them are (each 429 pauses the host for its
+        // Retry-After, and the burst at its end meets the quota again).
+        assert!(
+            refused * 10 <= reqs.len(),
+            "the pace was not learnt: {refused} of {} requests answered 429",
+            reqs.len()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn too_many_requests_with_retry_after_is_waited_out() {
     with_timeout(60, async {
         let src = Registry::start().await;

@@ -12,6 +12,7 @@ pub mod artifact_registry;
 pub mod auth;
 pub mod error;
 pub mod google;
+pub mod pace;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::{Digest, Repository, Tag};
 use auth::{Challenge, HostAuth, Scope};
 use error::{Op, RegistryError, parse_error_body};
+use pace::Pace;
 use retry::{Backoff, RetryPolicy, parse_retry_after};
 
 /// Registries answer a manifest GET with the whole document; 4 MiB is the size the OCI
@@ -37,13 +39,16 @@ const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Redirect hops followed on a blob GET (Artifact Registry and S3-backed registries use one).
 const MAX_REDIRECTS: usize = 5;
 
-/// One registry host: base URL, credentials and token cache, shared backoff, request count.
+/// One registry host: base URL, credentials and token cache, shared backoff and pace, request
+/// count.
 #[derive(Debug)]
 pub struct Host {
     name: Arc<str>,
     base: String,
     auth: HostAuth,
     backoff: Backoff,
+    /// The pace this host has taught ([`pace`]).
+    pace: Pace,
     requests: AtomicU64,
 }
 
@@ -132,6 +137,7 @@ impl Registries {
             base: format!("{scheme}://{name}"),
             auth: HostAuth::new(self.config.credentials(name, &self.google, &self.http)?),
             backoff: Backoff::default(),
+            pace: Pace::default(),
             requests: AtomicU64::new(0),
         });
         hosts.insert(name.to_owned(), h.clone());
@@ -385,14 +391,37 @@ impl RepoClient {
                 op: op.clone(),
                 detail: e.0,
             })?;
-        // Another worker may have been told to slow down by this host: everyone waits.
-        self.host.backoff.wait().await;
+        // Another worker may have been told to slow down by this host: everyone waits, then
+        // takes a turn at the pace this host has taught.
+        let pace = &self.host.pace;
+        let sent = loop {
+            self.host.backoff.wait().await;
+            let sent = pace.turn().await;
+            // A turn that came up during a pause is given up: after the pause, turns are
+            // spaced again rather than all taken at its end.
+            if !self.host.backoff.is_paused() {
+                break sent;
+            }
+        };
         let mut req = self.http.request(method, url);
         if let Some(h) = header {
             req = req.header(AUTHORIZATION, h);
         }
         self.host.requests.fetch_add(1, Ordering::Relaxed);
-        build(req).send().await.map_err(|e| transport(op, &e))
+        let resp = build(req).send().await.map_err(|e| transport(op, &e))?;
+        if matches!(resp.status().as_u16(), 429 | 503) {
+            let before = pace.rate();
+            let now = pace.slow_down(sent);
+            if before != Some(now) {
+                tracing::info!(
+                    registry = %self.host.name, status = resp.status().as_u16(),
+                    "registry asked to slow down: pacing requests to it at {now:.1}/s"
+                );
+            }
+        } else {
+            pace.admitted();
+        }
+        Ok(resp)
     }
 
     /// Turn an unexpected status into an error carrying the registry's error codes.
@@ -405,6 +434,7 @@ impl RepoClient {
             .and_then(|v| parse_retry_after(v, self.retry.max_retry_after));
         if let Some(d) = retry_after.filter(|_| status == 429 || status == 503) {
             self.host.backoff.pause(d);
+            self.host.pace.paused_until(tokio::time::Instant::now() + d);
         }
         let body = resp.bytes().await.unwrap_or_default();
         RegistryError::Status {

@@ -50,6 +50,15 @@ impl Backoff {
         }
     }
 
+    /// Whether a pause is in force now.
+    pub fn is_paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|t| t > Instant::now())
+    }
+
     /// Hold every request to this host for `d` (extends, never shortens, a pause).
     pub fn pause(&self, d: Duration) {
         if let Ok(mut g) = self.paused_until.lock() {

@@ -61,6 +61,9 @@ pub enum Fault {
     /// `MANIFEST_BLOB_UNKNOWN`, as a registry answers when children it needs are missing);
     /// later ones pass through.
     RejectManifestOnce { reference: String, code: String },
+    /// A registry quota: `per_second` requests a second are admitted (a token bucket holding
+    /// `burst`), the rest answered 429 with `Retry-After: 1`.
+    Quota { per_second: u32, burst: u32 },
 }
 
 /// Which requests an armed fault ([`Proxy::arm`]) applies to.
@@ -182,6 +185,8 @@ struct Inner {
     armed: Vec<Armed>,
     /// Requests answered by a counted fault (429/503) so far.
     faulted: usize,
+    /// Token bucket of `Quota`: tokens, and when they were counted.
+    tokens: Option<(f64, std::time::Instant)>,
     /// PATCH count per upload path, for `RejectChunkedUploads`.
     patches: HashMap<String, usize>,
     log: Vec<RecordedRequest>,
@@ -297,6 +302,7 @@ impl Proxy {
             inner: Mutex::new(Inner {
                 fault,
                 armed: Vec::new(),
+                tokens: None,
                 faulted: 0,
                 patches: HashMap::new(),
                 log: Vec::new(),
@@ -507,6 +513,28 @@ impl ProxyState {
                 ))
             }
             Fault::RejectManifestOnce { .. } => forward(None),
+            Fault::Quota { per_second, burst } => {
+                let (per_second, burst) = (f64::from(per_second), f64::from(burst));
+                let now = std::time::Instant::now();
+                let (tokens, at) = inner.tokens.unwrap_or((burst, now));
+                let tokens =
+                    (tokens + now.duration_since(at).as_secs_f64() * per_second).min(burst);
+                if tokens >= 1.0 {
+                    inner.tokens = Some((tokens - 1.0, now));
+                    forward(None)
+                } else {
+                    inner.tokens = Some((tokens, now));
+                    inner.faulted += 1;
+                    let mut resp = oci_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TOOMANYREQUESTS",
+                        "quota exceeded (test proxy)",
+                    );
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    Action::Answer(resp)
+                }
+            }
         }
     }
 
