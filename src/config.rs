@@ -74,10 +74,14 @@ impl AuthKind {
 pub struct RegistrySettings {
     /// How to authenticate.
     pub auth: AuthKind,
-    /// Plain HTTP instead of HTTPS. Loopback hosts default to plain HTTP; every other host
-    /// must say so explicitly.
+    /// Plain HTTP instead of HTTPS. Loopback hosts default to plain HTTP (unless they name a
+    /// `ca_file`); every other host must say so explicitly.
     #[serde(default)]
     pub insecure: Option<bool>,
+    /// PEM bundle of certificate authorities trusted for this host on top of the system's
+    /// (a registry with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Basic auth user name.
     #[serde(default)]
     pub username: Option<String>,
@@ -149,10 +153,41 @@ impl RegistryConfig {
     /// Whether to use plain HTTP for `host`: only when configured, or for loopback hosts that
     /// are not configured otherwise.
     pub fn insecure(&self, host: &str) -> bool {
-        match self.registries.get(host).and_then(|s| s.insecure) {
-            Some(v) => v,
-            None => is_loopback(host),
+        match self.registries.get(host) {
+            Some(RegistrySettings {
+                insecure: Some(v), ..
+            }) => *v,
+            Some(RegistrySettings {
+                ca_file: Some(_), ..
+            }) => false,
+            _ => is_loopback(host),
         }
+    }
+
+    /// The extra certificate authorities `host` is trusted with (`ca_file`), if any.
+    pub fn trusted_cas(
+        &self,
+        host: &str,
+    ) -> Result<Option<Vec<reqwest::Certificate>>, ConfigError> {
+        let Some(path) = self.registries.get(host).and_then(|s| s.ca_file.as_ref()) else {
+            return Ok(None);
+        };
+        let err = |reason: String| ConfigError::Registry {
+            path: "settings".into(),
+            host: host.to_owned(),
+            reason,
+        };
+        let pem =
+            std::fs::read(path).map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
+        let cas = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
+        if cas.is_empty() {
+            return Err(err(format!(
+                "ca_file {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        Ok(Some(cas))
     }
 
     /// `host` as the network sees it, for telling whether two names reach the same registry:
@@ -276,6 +311,11 @@ impl RegistrySettings {
                 self.impersonate.is_some() && self.auth != AuthKind::Google,
             ),
         ];
+        if self.ca_file.is_some() && self.insecure == Some(true) {
+            return Err(
+                "ca_file does not apply to insecure = true (plain HTTP has no certificate)".into(),
+            );
+        }
         if let Some((key, _)) = stray.iter().find(|(_, bad)| *bad) {
             return Err(format!(
                 "{key} does not apply to auth = {}",
@@ -386,6 +426,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("username does not apply"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_registry_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/registries.example.toml");
+        let c = RegistryConfig::load(Path::new(path)).unwrap();
+        assert!(!c.insecure("registry.internal.example"));
+        assert!(c.registries["registry.internal.example"].ca_file.is_some());
+    }
+
+    #[test]
+    fn a_ca_file_means_https_must_hold_certificates_and_does_not_fit_plain_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        let toml = |extra: &str| {
+            format!(
+                "[registry.\"127.0.0.1:5000\"]\nauth = \"none\"\nca_file = {:?}\n{extra}",
+                pem.display().to_string()
+            )
+        };
+        let e = RegistryConfig::parse(&toml("insecure = true\n"), "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ca_file does not apply to insecure = true"), "{e}");
+        let c = RegistryConfig::parse(&toml(""), "f.toml").unwrap();
+        assert!(!c.insecure("127.0.0.1:5000"), "a loopback host with a CA speaks HTTPS");
+        let e = c.trusted_cas("127.0.0.1:5000").unwrap_err().to_string();
+        assert!(e.contains("127.0.0.1:5000") && e.contains("ca.pem"), "{e}");
+        std::fs::write(&pem, "not a certificate\n").unwrap();
+        let e = c.trusted_cas("127.0.0.1:5000").unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
     }
 
     #[test]

@@ -213,9 +213,10 @@ pub fn retry_can_help(e: &CopyError) -> bool {
 }
 
 /// Whether a later delivery can succeed where this registry request failed: no answer, 408,
-/// 429 and 5xx on their own; 401/403 once someone grants access.
+/// 429 and 5xx on their own; 401/403 once someone grants access, and a refused certificate
+/// once it is renewed or its issuer trusted.
 fn redelivery_can_help(e: &RegistryError) -> bool {
-    e.is_retryable() || e.is_denied()
+    e.is_retryable() || e.is_denied() || e.is_untrusted()
 }
 
 impl TargetStatus {

@@ -68,6 +68,10 @@ pub enum RegistryError {
     /// The registry broke the protocol (missing header, unparsable answer).
     #[error("{op}: {detail}")]
     Protocol { op: Op, detail: String },
+    /// The registry's TLS certificate could not be verified (unknown issuer, wrong name,
+    /// expired): not retried, since trying again meets the same certificate.
+    #[error("{op}: TLS: the certificate of {} cannot be verified: {detail}", .op.registry)]
+    Untrusted { op: Op, detail: String },
     /// Credentials could not be obtained or were refused by the token service.
     #[error("{op}: authentication failed: {detail}")]
     Auth { op: Op, detail: String },
@@ -80,6 +84,7 @@ impl RegistryError {
             | RegistryError::Transport { op, .. }
             | RegistryError::Content { op, .. }
             | RegistryError::Protocol { op, .. }
+            | RegistryError::Untrusted { op, .. }
             | RegistryError::Auth { op, .. } => op,
         }
     }
@@ -102,6 +107,12 @@ impl RegistryError {
             }
             _ => false,
         }
+    }
+
+    /// Whether the registry's certificate was refused: someone must renew it or trust its
+    /// issuer (`ca_file`), then a later attempt can succeed.
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, RegistryError::Untrusted { .. })
     }
 
     /// Whether the object (or its repository) does not exist.

@@ -45,6 +45,10 @@ const MAX_REDIRECTS: usize = 5;
 pub struct Host {
     name: Arc<str>,
     base: String,
+    /// The pools requests to this host use: the process's, or its own where the host is
+    /// trusted with a `ca_file`.
+    http: reqwest::Client,
+    bulk: reqwest::Client,
     auth: HostAuth,
     backoff: Backoff,
     /// The pace this host has taught ([`pace`]).
@@ -85,20 +89,9 @@ pub struct Registries {
 
 impl Registries {
     pub fn new(config: RegistryConfig, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
-        let builder = || {
-            reqwest::Client::builder()
-                // Redirects are followed by hand on blob GETs only, to decide per hop whether
-                // the registry's credentials may go along (never to another host).
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(10))
-                // A stalled stream fails the attempt (and is retried) instead of hanging a copy.
-                .read_timeout(Duration::from_secs(120))
-                .tcp_nodelay(true)
-                .user_agent(concat!("image-relay/", env!("CARGO_PKG_VERSION")))
-        };
         Ok(Registries {
-            http: builder().build()?,
-            bulk: builder().http1_only().build()?,
+            http: client_builder().build()?,
+            bulk: client_builder().http1_only().build()?,
             config,
             retry: Arc::new(retry),
             hosts: Mutex::new(HashMap::new()),
@@ -132,9 +125,29 @@ impl Registries {
         } else {
             "https"
         };
+        let (http, bulk) = match self.config.trusted_cas(name)? {
+            None => (self.http.clone(), self.bulk.clone()),
+            Some(cas) => {
+                let build = |b: reqwest::ClientBuilder| {
+                    b.tls_certs_merge(cas.clone())
+                        .build()
+                        .map_err(|e| ConfigError::Registry {
+                            path: "settings".into(),
+                            host: name.to_owned(),
+                            reason: format!("ca_file: {}", error_chain(&e)),
+                        })
+                };
+                (
+                    build(client_builder())?,
+                    build(client_builder().http1_only())?,
+                )
+            }
+        };
         let h = Arc::new(Host {
             name: name.into(),
             base: format!("{scheme}://{name}"),
+            http,
+            bulk,
             auth: HostAuth::new(self.config.credentials(name, &self.google, &self.http)?),
             backoff: Backoff::default(),
             pace: Pace::default(),
@@ -146,10 +159,11 @@ impl Registries {
 
     /// A client for one repository.
     pub fn repo(&self, repo: &Repository) -> Result<RepoClient, ConfigError> {
+        let host = self.host(&repo.registry)?;
         Ok(RepoClient {
-            http: self.http.clone(),
-            bulk: self.bulk.clone(),
-            host: self.host(&repo.registry)?,
+            http: host.http.clone(),
+            bulk: host.bulk.clone(),
+            host,
             path: repo.path.as_str().into(),
             retry: self.retry.clone(),
         })
@@ -243,6 +257,19 @@ impl Registries {
         v.sort();
         v
     }
+}
+
+/// How every pool of the relay is built.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        // Redirects are followed by hand on blob GETs only, to decide per hop whether the
+        // registry's credentials may go along (never to another host).
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        // A stalled stream fails the attempt (and is retried) instead of hanging a copy.
+        .read_timeout(Duration::from_secs(120))
+        .tcp_nodelay(true)
+        .user_agent(concat!("image-relay/", env!("CARGO_PKG_VERSION")))
 }
 
 /// Page size asked of listings; registries may return fewer and link to the next page.
@@ -985,8 +1012,27 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     detail
 }
 
-/// A transport failure, with the error chain flattened.
+/// A transport failure, with the error chain flattened; a certificate that could not be
+/// verified is told apart, since no retry gets past it.
 pub fn transport(op: &Op, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(tls @ rustls::Error::InvalidCertificate(_)) = s.downcast_ref::<rustls::Error>()
+        {
+            return RegistryError::Untrusted {
+                op: op.clone(),
+                detail: tls.to_string(),
+            };
+        }
+        // rustls's error travels inside io::Errors, whose `source()` skips what they wrap.
+        src = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
     RegistryError::Transport {
         op: op.clone(),
         detail: error_chain(e),

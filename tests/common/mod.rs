@@ -18,6 +18,8 @@
 //! - [`images`]: deterministic content and manifest builders (Docker v2 s2,
 //!   OCI, indexes, manifest lists, cosign signatures, OCI 1.1 artifacts).
 //!
+//! - [`tls`]: a throwaway CA and server certificates for TLS registries.
+//!
 //! Everything listens on 127.0.0.1 only.
 //!
 //! Speed note: test builds are unoptimized, and an unoptimized `sha2`
@@ -31,6 +33,7 @@ pub mod proxy;
 pub mod registry;
 pub mod seed;
 pub mod service;
+pub mod tls;
 pub mod tokens;
 
 pub use images::*;

@@ -27,28 +27,49 @@ pub struct Registry {
     creds: Option<(String, String)>,
     /// `catalog.maxentries`: the largest catalog page the registry serves.
     catalog_page: Option<usize>,
+    /// Served over HTTPS with this certificate (HTTP/2 offered, as distribution does).
+    tls: Option<super::tls::ServerCert>,
+    /// Write an access line per request to the log (what protocol each request came over).
+    access_log: bool,
     child: Option<Child>,
 }
 
 impl Registry {
     /// Anonymous registry (no auth): anyone can push and pull.
     pub async fn start() -> Registry {
-        Self::start_inner(None, None).await
+        Self::start_inner(None, None, None, false).await
+    }
+
+    /// Registry served over HTTPS with `cert` (HTTP/2 offered over TLS, HTTP/1.1 too), with
+    /// an access log line per request when `access_log`.
+    pub async fn start_tls(cert: super::tls::ServerCert, access_log: bool) -> Registry {
+        Self::start_inner(None, None, Some(cert), access_log).await
     }
 
     /// Anonymous registry whose catalog pages hold at most `n` repositories: it links to
     /// the next page and refuses a larger `?n=` with 400 PAGINATION_NUMBER_INVALID.
     pub async fn start_with_catalog_page(n: usize) -> Registry {
-        Self::start_inner(None, Some(n)).await
+        Self::start_inner(None, Some(n), None, false).await
     }
 
     /// Registry behind htpasswd basic auth (bcrypt): every request, including
     /// pulls and `GET /v2/`, needs these credentials.
     pub async fn start_with_auth(user: &str, pass: &str) -> Registry {
-        Self::start_inner(Some((user.to_string(), pass.to_string())), None).await
+        Self::start_inner(
+            Some((user.to_string(), pass.to_string())),
+            None,
+            None,
+            false,
+        )
+        .await
     }
 
-    async fn start_inner(creds: Option<(String, String)>, catalog_page: Option<usize>) -> Registry {
+    async fn start_inner(
+        creds: Option<(String, String)>,
+        catalog_page: Option<usize>,
+        tls: Option<super::tls::ServerCert>,
+        access_log: bool,
+    ) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("image-relay-registry-")
             .tempdir()
@@ -63,6 +84,8 @@ impl Registry {
             addr: free_port(),
             creds,
             catalog_page,
+            tls,
+            access_log,
             child: None,
         };
         let mut last_log = String::new();
@@ -93,9 +116,15 @@ impl Registry {
         self.addr.to_string()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` for a TLS registry.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// `(user, pass)` for an auth registry, `None` for an anonymous one.
@@ -167,6 +196,19 @@ impl Registry {
             Some(n) => format!("catalog:\n  maxentries: {n}\n"),
             None => String::new(),
         };
+        let tls = match &self.tls {
+            Some(cert) => {
+                let (c, k) = (dir.join("server.crt"), dir.join("server.key"));
+                std::fs::write(&c, &cert.cert_pem).expect("write server.crt");
+                std::fs::write(&k, &cert.key_pem).expect("write server.key");
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    c.display(),
+                    k.display()
+                )
+            }
+            None => String::new(),
+        };
         let secret = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         // redirect.disable: blobs are served by the registry itself (no
         // storage redirects). uploadpurging off: no background goroutine
@@ -177,7 +219,7 @@ impl Registry {
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: {access_off}
 storage:
   filesystem:
     rootdirectory: {storage}
@@ -191,7 +233,8 @@ storage:
 http:
   addr: {addr}
   secret: {secret}
-{auth}{catalog}",
+{tls}{auth}{catalog}",
+            access_off = !self.access_log,
             storage = dir.join("storage").display(),
             addr = self.addr,
         );
@@ -221,9 +264,11 @@ http:
 
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            // Readiness only: some TLS test registries carry deliberately bad certificates.
+            .danger_accept_invalid_certs(true)
             .build()
             .expect("build readiness client");
-        let url = format!("http://{}/v2/", self.addr);
+        let url = format!("{}/v2/", self.url());
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             // Check the child first: if it died (e.g. port clash) a

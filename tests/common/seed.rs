@@ -60,6 +60,7 @@ pub struct Seeder {
     client: reqwest::Client,
     host: String,
     creds: Option<(String, String)>,
+    scheme: &'static str,
 }
 
 impl Seeder {
@@ -73,6 +74,23 @@ impl Seeder {
             client,
             host: host.to_string(),
             creds,
+            scheme: "http",
+        }
+    }
+
+    /// Seeder for a TLS registry whose certificate `ca_pem` signed.
+    pub fn for_tls_registry(reg: &Registry, ca_pem: &str) -> Seeder {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM");
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tls_certs_merge([ca])
+            .build()
+            .expect("build seeder HTTPS client");
+        Seeder {
+            client,
+            host: reg.host(),
+            creds: reg.creds(),
+            scheme: "https",
         }
     }
 
@@ -87,6 +105,7 @@ impl Seeder {
             client: self.client.clone(),
             host: self.host.clone(),
             creds,
+            scheme: self.scheme,
         }
     }
 
@@ -103,7 +122,7 @@ impl Seeder {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.host, path)
+        format!("{}://{}{}", self.scheme, self.host, path)
     }
 
     // ---- blobs ----------------------------------------------------------
