@@ -3,17 +3,18 @@
 
   python3 bench/report.py RESULTS_DIR > BENCHMARKS.md
 
-RESULTS_DIR holds, per workload W: time-W.csv (shared run.sh medians),
-time-W.txt (its output, for the paired wall ratio), counts-W.csv (requests per
-registry), meta-W.env (date / commit / templates); raw-a.csv (curl ceiling);
-floor-a.csv (bench/floor.py medians: the CPU floor of copying a's layer);
-meta.json (machine). Every number and every met / not met in the output comes
-from these files; a workload without files is reported as not measured.
+RESULTS_DIR holds matrix-T.csv per transport T (bench/matrix.py time: one row per copy, with
+the copier's wall, CPU and peak RSS and the registries' own CPU), counts.csv (requests per
+registry, one untimed copy per tool), pacing.csv (d through the quota proxies), raw-a.csv
+(curl ceiling), floor-a.csv (bench/floor.py medians: the CPU floor of copying a's layer) and
+meta.json (machine, versions). Every number and every met / not met in the output comes from
+these files; what has no file is reported as not measured. Of several invocations, the
+latest measurement of each transport and workload is shown.
 
-bench/serve.sh adds, for the "Serve endpoint" section (rendered only when at
-least one of them exists): serve-load.csv (wrk medians, non-matching events)
-with meta-serve-load.env, and serve-delivery.csv (delivery -> pullable vs
-image-relay copy, medians) with meta-serve-delivery.env.
+bench/serve.sh adds, for the "Serve endpoint" section (rendered only when at least one of
+them exists): serve-load.csv (wrk medians, non-matching events) with meta-serve-load.env,
+and serve-delivery.csv (delivery -> pullable vs image-relay copy, medians) with
+meta-serve-delivery.env.
 """
 import csv
 import json
@@ -31,6 +32,14 @@ DESC = {
     "f": "cosign signature artifact of c",
 }
 RELAY, SKOPEO, CURL = "image-relay", "skopeo", "curl-pipe"
+TOOLS = ["relay", "crane", "regctl", "skopeo"]
+TOOL_NAMES = {"relay": "image-relay", "crane": "crane", "regctl": "regctl", "skopeo": "skopeo"}
+TRANSPORTS = [
+    ("plain", "Plain HTTP", "abcdef"),
+    ("https", "HTTPS, HTTP/2 offered", "abcd"),
+    ("https-h1", "HTTPS, registries forced to HTTP/1.1 (diagnostic)", "a"),
+    ("rtt20", "HTTPS, HTTP/2 offered, 20 ms round trip", "bcd"),
+]
 GiB = float(1 << 30)
 MiB = float(1 << 20)
 
@@ -62,25 +71,74 @@ def fmt(x, nd=2):
     return "—" if x is None else ("%.*f" % (nd, x))
 
 
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def tool_name(tool, wl):
+    if wl == "d":
+        return {"relay": "image-relay (one process)", "crane": "crane (50 runs)",
+                "regctl": "regsync (one process)", "skopeo": "skopeo sync"}[tool]
+    return TOOL_NAMES[tool]
+
+
+def workload_bytes(images, wl):
+    """Unique blob bytes of a workload, from the image layout make_images.py wrote."""
+    d = os.path.join(images, "oci", "b" if wl == "e" else wl, "blobs")
+    total = 0
+    for root, _, files in os.walk(d):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total or None
+
+
+def load_matrix(res):
+    """{transport: {workload: {"date", "commit", "tools": {tool: stats}, "ratio": {tool: x}}}}"""
+    out = {}
+    for tr, _, _ in TRANSPORTS:
+        rows = read_csv(os.path.join(res, "matrix-%s.csv" % tr))
+        by_wl = {}
+        for r in rows:
+            by_wl.setdefault(r["workload"], []).append(r)
+        for wl, rs in by_wl.items():
+            latest = max(r["date"] for r in rs)
+            rs = [r for r in rs if r["date"] == latest and r["kind"] == "run"]
+            tools, walls = {}, {}
+            for r in rs:
+                walls.setdefault(r["tool"], {})[r["round"]] = num(r["wall_s"])
+            for tool in {r["tool"] for r in rs}:
+                t = [r for r in rs if r["tool"] == tool]
+                tools[tool] = {
+                    "runs": len(t),
+                    "wall": median(num(r["wall_s"]) for r in t),
+                    "cpu": median(num(r["user_s"]) + num(r["sys_s"]) for r in t),
+                    "rss": median(num(r["maxrss_kib"]) for r in t),
+                    "src_cpu": median(num(r["src_registry_cpu_s"]) for r in t),
+                    "dst_cpu": median(num(r["dst_registry_cpu_s"]) for r in t),
+                }
+            # image-relay wall / peer wall, median over the rounds both ran in
+            ratio = {}
+            for tool in tools:
+                if tool == "relay" or "relay" not in walls:
+                    continue
+                pairs = [walls["relay"][k] / walls[tool][k] for k in walls["relay"]
+                         if k in walls[tool] and walls[tool][k]]
+                ratio[tool] = median(pairs)
+            out.setdefault(tr, {})[wl] = {"date": latest, "commit": rs[0]["commit"] if rs else "?",
+                                          "tools": tools, "ratio": ratio}
+    return out
+
+
 def load(res):
-    data = {}
-    for w in WORKLOADS:
-        t = {r["label"]: r for r in read_csv(os.path.join(res, "time-%s.csv" % w))}
-        c = {r["label"]: r for r in read_csv(os.path.join(res, "counts-%s.csv" % w))}
-        if not t and not c:
-            continue
-        ratio = None  # median over pairs of skopeo/image-relay wall, from run.sh
-        txt = os.path.join(res, "time-%s.txt" % w)
-        if os.path.exists(txt):
-            for line in open(txt):
-                m = re.match(r"MEDIAN\s+%s\s+%s:.*wall/%s\s+([0-9.]+|inf)" % (SKOPEO, w, RELAY), line)
-                if m and num(m.group(1)):
-                    ratio = 1.0 / float(m.group(1))  # image-relay / skopeo
-        if ratio is None and RELAY in t and SKOPEO in t:
-            a, b = num(t[RELAY]["wall_s"]), num(t[SKOPEO]["wall_s"])
-            ratio = a / b if a is not None and b else None
-        data[w] = {"time": t, "counts": c, "ratio": ratio,
-                   "meta": read_env(os.path.join(res, "meta-%s.env" % w))}
+    matrix = load_matrix(res)
+    counts = {(r["workload"], r["tool"]): r for r in read_csv(os.path.join(res, "counts.csv"))}
+    pacing = read_csv(os.path.join(res, "pacing.csv"))
+    if pacing:
+        latest = max(r["date"] for r in pacing)
+        pacing = [r for r in pacing if r["date"] == latest and r["kind"] == "run"]
     raw = {r["label"]: r for r in read_csv(os.path.join(res, "raw-a.csv"))}.get(CURL)
     if raw is not None:
         raw["floor"] = {r["mode"]: r for r in read_csv(os.path.join(res, "floor-a.csv"))}
@@ -88,7 +146,7 @@ def load(res):
     mp = os.path.join(res, "meta.json")
     if os.path.exists(mp):
         meta = json.load(open(mp))
-    return data, raw, meta
+    return matrix, counts, pacing, raw, meta
 
 
 def load_serve(res):
@@ -272,7 +330,7 @@ def render_floor(p, floor, ra):
     p("")
     runs = "/".join(sorted({r.get("runs", "?") for r in floor.values()}))
     p("What the least work per byte costs on this machine, measured in the same invocation as "
-      "the table above by `bench/floor.py` against the same two registries (medians of %s run(s); "
+      "the plain-HTTP table above by `bench/floor.py` against the same two registries (medians of %s run(s); "
       "CPU = user + sys of the transfer itself, interpreter start-up excluded), per GiB of a's "
       "layer." % runs)
     p("")
@@ -293,8 +351,8 @@ def render_floor(p, floor, ra):
     h, fw = floor.get("hash"), floor.get("forward")
     if least:
         p("- The cheaper of the two ways to verify sha256 while streaming through user space costs "
-          "%.2f CPU-s per GiB here (`%s`): %s the 1 CPU-second target." % (
-              least[0], least[1], "under" if least[0] <= 1.0 else "over"))
+          "%.2f CPU-s per GiB here (`%s`): the floor image-relay's a is held against (within "
+          "1.15×)." % (least[0], least[1]))
     if h and fw and per_gib(h) and per_gib(fw):
         af = (h.get("af_alg") or fw.get("af_alg") or "?").strip()
         p("- Hash plus forward, with no copy at all, is %.2f: reachable only by hashing inside the "
@@ -304,106 +362,160 @@ def render_floor(p, floor, ra):
     p("")
 
 
+def render_transport(p, tr, title, wls, matrix, counts, images, raw):
+    data = matrix.get(tr, {})
+    p("### %s" % title)
+    p("")
+    if not data:
+        p("Not measured.")
+        p("")
+        return
+    p("| Workload | Tool | Wall s | CPU s | Peak RSS MiB | MB/s | Source req. | Target req. | "
+      "Source registry CPU s | Target registry CPU s | image-relay wall ÷ this |")
+    p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for wl in wls:
+        d = data.get(wl)
+        if not d:
+            p("| %s — %s | — | not measured | | | | | | | | |" % (wl, DESC[wl]))
+            continue
+        byts = workload_bytes(images, wl) if images else None
+        label = "%s — %s" % (wl, DESC[wl])
+        if byts:
+            label += ", %s MiB" % ("%.1f" % (byts / MiB) if byts >= MiB / 10 else "%.3f" % (byts / MiB))
+        first = True
+        for tool in TOOLS:
+            t = d["tools"].get(tool)
+            if not t:
+                continue
+            mbs = "n/a" if wl == "e" else ("%.1f" % (byts / t["wall"] / 1e6) if byts and t["wall"] else "—")
+            c = counts.get((wl, tool), {})
+            ratio = d["ratio"].get(tool)
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                label if first else wl, tool_name(tool, wl), fmt(t["wall"]), fmt(t["cpu"]),
+                fmt(t["rss"] / 1024 if t["rss"] else None, 1), mbs, c.get("src_requests", "—"),
+                c.get("dst_requests", "—"), fmt(t["src_cpu"]), fmt(t["dst_cpu"]),
+                fmt(ratio, 3) if ratio else ""))
+            first = False
+        if tr == "plain" and wl == "a" and raw:
+            wall, cpu, rss, mbs = row_vals(raw)
+            p("| a | curl pipe (ceiling) | %s | %s | %s | %s | | | | | |" % (
+                fmt(wall), fmt(cpu), fmt(rss, 1), mbs))
+    runs = sorted({str(t["runs"]) for d in data.values() for t in d["tools"].values()})
+    dates = sorted({"%s (commit %s)" % (d["date"], d["commit"]) for d in data.values()})
+    p("")
+    p("Medians of %s timed round(s); measured %s." % ("/".join(runs), "; ".join(dates)))
+    p("")
+
+
+def render_pacing(p, pacing, meta):
+    p("### Pacing: d through a registry quota")
+    p("")
+    if not pacing:
+        p("Not measured.")
+        p("")
+        return
+    rate = num(pacing[0]["rate"])
+    burst = pacing[0].get("burst") or meta.get("pace_burst", "?")
+    p("`bench/limiter.rs` in front of each plain-HTTP registry admits %s requests per second (a "
+      "token bucket of %s) and answers the rest 429 with `Retry-After`. Ideal: the requests the "
+      "busier registry admitted ÷ the rate. 429 share: of every request both limiters received. "
+      "skopeo runs with `--retry-times 10` (without it, its first 429 ends the copy)." % (
+          fmt(rate, 0), burst))
+    p("")
+    p("| Tool | Wall s | Ideal s | Wall ÷ ideal | Requests | Answered 429 | Completed |")
+    p("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for tool in ("relay", "skopeo"):
+        rs = [r for r in pacing if r["tool"] == tool]
+        if not rs:
+            continue
+        wall = median(num(r["wall_s"]) for r in rs)
+        ideal = median(max(num(r["src_admitted"]), num(r["dst_admitted"])) / rate for r in rs)
+        total = median(sum(num(r[k]) for k in ("src_admitted", "src_refused", "dst_admitted", "dst_refused")) for r in rs)
+        refused = median(num(r["src_refused"]) + num(r["dst_refused"]) for r in rs)
+        done = "all %d runs" % len(rs) if all(r.get("completed") == "yes" for r in rs) else \
+            "%d of %d runs" % (sum(r.get("completed") == "yes" for r in rs), len(rs))
+        p("| %s | %s | %s | %s | %d | %d (%.1f%%) | %s |" % (
+            tool_name(tool, "d"), fmt(wall), fmt(ideal), fmt(wall / ideal if ideal else None),
+            total, refused, 100 * refused / total if total else 0, done))
+    p("")
+
+
 def main():
     res = sys.argv[1]
-    data, raw, meta = load(res)
+    matrix, counts, pacing, raw, meta = load(res)
     serve = load_serve(res)
     if serve:  # machine facts from serve.sh when run.sh has not written meta.json
         sm = dict(serve["delivery_meta"], **serve["load_meta"])
         for k in ("nproc", "cpu", "mem_gib", "kernel"):
             if k not in meta and k in sm:
                 meta[k] = sm[k]
+    images = meta.get("images")
     out = []
     p = out.append
     p("# Benchmarks")
     p("")
-    p("`image-relay copy` against `skopeo copy` / `skopeo sync` on the six workloads of the shared "
-      "benchmark harness (`../shared/bench`), between two local `docker-registry` processes on "
-      "127.0.0.1 (plain HTTP, anonymous). Generated by `bench/run.sh` from measured numbers only; "
+    p("`image-relay copy` against crane, regctl (regsync for many images) and skopeo on the six "
+      "workloads of the shared benchmark harness (`../shared/bench`), between two local "
+      "`docker-registry` processes on 127.0.0.1, on the transports production uses: plain HTTP, "
+      "HTTPS with HTTP/2 offered (as Artifact Registry and distribution with TLS do), and HTTPS "
+      "at a 20 ms round trip; plus a registry quota. Every tool runs in the same invocation, "
+      "one after another in each round. Generated by `bench/run.sh` from measured numbers only; "
       "do not edit by hand.")
     if serve:
         p("")
         p("The `serve` push endpoint is measured separately by `bench/serve.sh`: see "
           "[Serve endpoint](#serve-endpoint).")
     p("")
-    p("- Machine: %s CPUs (`nproc`), %s, %s GiB memory, kernel %s" % (
+    p("- Machine: %s CPUs (`nproc`), %s, %s GiB memory, kernel %s; the copier and both "
+      "registries share these CPUs" % (
         meta.get("nproc", "?"), meta.get("cpu", "?"), meta.get("mem_gib", "?"), meta.get("kernel", "?")))
     p("- Date: %s" % meta.get("date", "?"))
-    p("- Versions: %s; %s; %s" % (meta.get("skopeo", "?"), meta.get("registry", "?"), meta.get("curl", "?")))
+    p("- Versions: %s; %s; %s; %s; %s" % (meta.get("crane", "?"), meta.get("regctl", "?"),
+                                           meta.get("skopeo", "?"), meta.get("registry", "?"),
+                                           meta.get("curl", "?")))
     p("- image-relay commit: %s" % meta.get("commit", "?"))
     p("- Registry storage: %s (`%s`)" % (meta.get("storage", "?"), meta.get("state", "?")))
     if meta.get("scale", "1") != "1":
         p("- **Scaled run: every layer size × %s** (`BENCH_SCALE`); not comparable with the "
           "targets, which are stated for the full-size workloads." % meta.get("scale"))
-    stale = sorted({(d["meta"].get("date", "?"), d["meta"].get("commit", "?")) for d in data.values()})
-    if len(stale) > 1:
-        p("- Workloads were measured in separate invocations:")
-        for w, d in sorted(data.items()):
-            p("  - %s: %s, commit %s" % (w, d["meta"].get("date", "?"), d["meta"].get("commit", "?")))
-    for w, d in sorted(data.items()):
-        rc = d["meta"].get("relay_list_cmd" if w == "d" else "relay_cmd", "")
-        if rc and not rc.split()[0].endswith("image-relay"):
-            p("- **Workload %s was run with a substitute for image-relay:** `%s`" % (w, rc))
     p("")
     p("## How to reproduce")
     p("")
     p("```sh")
-    p("bash bench/run.sh            # all workloads: a b c d e f")
+    p("bash bench/run.sh            # all workloads: a b c d e f, every transport")
     p("bash bench/run.sh b d        # some of them")
-    p("RUNS=5 WARMUP=1 bash bench/run.sh")
+    p("RUNS=5 WARMUP=1 TRANSPORTS='https rtt20' bash bench/run.sh")
     p("```")
     p("")
-    p("It installs what is missing (Debian), builds `target/release/image-relay`, starts the "
-      "registries, builds and pushes the images, then per workload times both tools with the "
-      "shared `run.sh` (alternating runs, target wiped before each, digests verified after each), "
-      "counts requests with one extra untimed copy per tool against a second, access-logged pair "
-      "of registries, times `raw.sh pipe` (curl GET piped into a PUT) as the ceiling for a, and "
-      "measures the CPU floor of copying a's layer with `bench/floor.py`. "
-      "See `bench/README.md`.")
+    p("It installs what is missing (Debian), builds `target/release/image-relay` and the quota "
+      "proxy, starts the registries (plain; HTTPS with a throwaway CA from `tls.sh`; HTTPS with "
+      "HTTP/2 disabled; `delayproxy` in front of the HTTPS pair), builds and pushes the images "
+      "once (the other sources share the storage), then runs `bench/matrix.py`: per transport "
+      "and workload, rounds in which every tool copies the workload onto a wiped target, its "
+      "digests verified after each copy, the copier's wall, CPU and peak RSS taken by GNU time "
+      "and each registry's own CPU from `/proc`. Requests are counted with one untimed copy per "
+      "tool against an access-logged pair (the same client logic runs over every transport). "
+      "For a it also times `raw.sh pipe` (curl GET piped into a PUT) as the ceiling, and "
+      "measures the CPU floor of copying a's layer with `bench/floor.py`. See `bench/README.md`.")
     p("")
     p("## Results")
     p("")
-    runs = sorted({t.get("runs", "?") for d in data.values() for t in d["time"].values()})
-    p("Medians of %s timed run(s) after warm-up. Wall and CPU (user + sys) in seconds, peak RSS "
-      "of the largest process (GNU time), MB/s = unique blob bytes of the workload / wall "
-      "(10^6 B/s). Requests: HTTP requests the copy made to the source and to the target "
-      "registry (access-log lines). Ratio: image-relay wall / skopeo wall, median over "
-      "alternating pairs (< 1: image-relay is faster)." % "/".join(runs))
+    p("Wall and CPU (user + sys) in seconds, peak RSS of the largest process (GNU time), MB/s = "
+      "unique blob bytes of the workload / wall (10^6 B/s). Registry CPU: what the source and "
+      "the target registry processes spent during the copy. Last column: image-relay's wall ÷ "
+      "the tool's, median over the rounds (< 1: image-relay is faster).")
     p("")
-    p("| Workload | Tool | Wall s | CPU s | Peak RSS MiB | MB/s | Source req. | Target req. | Wall ratio |")
-    p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for w in WORKLOADS:
-        if w not in data:
-            p("| %s — %s | — | not measured | | | | | | |" % (w, DESC[w]))
+    for tr, title, wls in TRANSPORTS:
+        if tr == "https-h1" and tr not in matrix:
             continue
-        d = data[w]
-        byts = None
-        for t in d["time"].values():
-            byts = num(t.get("bytes"))
-        label = "%s — %s" % (w, DESC[w])
-        if byts is not None:
-            label += ", %s MiB" % ("%.1f" % (byts / MiB) if byts >= MiB / 10 else "%.3f" % (byts / MiB))
-        tools = [(RELAY, "image-relay"), (SKOPEO, "skopeo sync" if w == "d" else "skopeo copy")]
-        for lab, name in tools:
-            t = d["time"].get(lab, {})
-            c = d["counts"].get(lab, {})
-            wall, cpu, rss, mbs = row_vals(t)
-            ratio = fmt(d["ratio"], 3) if lab == RELAY else ""
-            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                label if lab == RELAY else w, name, fmt(wall), fmt(cpu), fmt(rss, 1), mbs or "—",
-                c.get("src_requests", "—"), c.get("dst_requests", "—"), ratio))
-        if w == "a" and raw:
-            wall, cpu, rss, mbs = row_vals(raw)
-            p("| %s | curl pipe (ceiling) | %s | %s | %s | %s | | | |" % (
-                w, fmt(wall), fmt(cpu), fmt(rss, 1), mbs))
-    p("")
-    # request breakdowns, for reading the counts
+        render_transport(p, tr, title, wls, matrix, counts, images, raw)
+    render_pacing(p, pacing, meta)
     det = []
     for w in WORKLOADS:
-        for lab in (RELAY, SKOPEO):
-            c = data.get(w, {}).get("counts", {}).get(lab)
+        for tool in TOOLS:
+            c = counts.get((w, tool))
             if c:
-                det.append("| %s | %s | %s | %s |" % (w, lab, c.get("src_detail", ""), c.get("dst_detail", "")))
+                det.append("| %s | %s | %s | %s |" % (w, tool_name(tool, w), c.get("src_detail", ""), c.get("dst_detail", "")))
     if det:
         p("<details><summary>Requests by method</summary>")
         p("")
@@ -418,75 +530,122 @@ def main():
     p("## Targets")
     p("")
 
-    def t(w, lab):
-        return data.get(w, {}).get("time", {}).get(lab)
+    def t(tr, w, tool):
+        return matrix.get(tr, {}).get(w, {}).get("tools", {}).get(tool)
 
-    def cnt(w, lab, key):
-        c = data.get(w, {}).get("counts", {}).get(lab)
+    def ratio(tr, w, tool):
+        return matrix.get(tr, {}).get(w, {}).get("ratio", {}).get(tool)
+
+    def cnt(w, tool, key):
+        c = counts.get((w, tool))
         return num(c.get(key)) if c else None
 
-    # a: throughput vs ceiling, CPU per GiB
-    ra = t("a", RELAY)
-    if ra and raw and num(ra["mb_per_s"]) and num(raw["mb_per_s"]):
-        frac = num(ra["mb_per_s"]) / num(raw["mb_per_s"])
-        p(check(frac >= 0.95, "a: throughput within 95% of the curl ceiling",
-                "%s MB/s vs %s MB/s = %.1f%%" % (ra["mb_per_s"], raw["mb_per_s"], 100 * frac)))
-    else:
-        p(check(None, "a: throughput within 95% of the curl ceiling", ""))
-    floor = (raw or {}).get("floor") or {}
-    if ra and num(ra["bytes"]):
-        per = num(ra["cpu_s"]) / (num(ra["bytes"]) / GiB)
-        detail = "%.2f CPU-s per GiB" % per
-        least = cheapest_verifying(floor)
-        if least:
-            detail += "; the cheapest verifying copy costs %.2f here (%s), see [CPU floor](#cpu-floor-workload-a)" % least
-        p(check(per <= 1.0, "a: ≤ 1 CPU-second per GiB", detail))
-    else:
-        p(check(None, "a: ≤ 1 CPU-second per GiB", ""))
-    # b, c: faster than skopeo with at most half its CPU
-    for w in "bc":
-        r, s = t(w, RELAY), t(w, SKOPEO)
-        text = "%s: faster than skopeo with ≤ half its CPU" % w
-        if r and s and data[w]["ratio"] is not None and num(s["cpu_s"]):
-            cr = num(r["cpu_s"]) / num(s["cpu_s"])
-            ok = data[w]["ratio"] < 1 and cr <= 0.5
-            p(check(ok, text, "wall ratio %.3f, CPU %s s vs %s s = %.2f×" % (
-                data[w]["ratio"], r["cpu_s"], s["cpu_s"], cr)))
+    gib_a = (workload_bytes(images, "a") or 0) / GiB if images else 0
+    # HTTPS, h2 offered
+    for w in "ab":
+        r, cr = t("https", w, "relay"), t("https", w, "crane")
+        text = "HTTPS, h2 offered, %s: faster than crane and regctl, with ≤ 0.8× crane's CPU" % w
+        rc, rr = ratio("https", w, "crane"), ratio("https", w, "regctl")
+        if r and cr and rc and rr and cr["cpu"]:
+            c = r["cpu"] / cr["cpu"]
+            p(check(rc < 1 and rr < 1 and c <= 0.8, text,
+                    "wall ÷ crane %.3f, ÷ regctl %.3f; CPU %.2f s vs crane %.2f s = %.2f×" % (
+                        rc, rr, r["cpu"], cr["cpu"], c)))
         else:
             p(check(None, text, ""))
-    # d: >= 2x faster than skopeo sync
-    text = "d: ≥ 2× faster than skopeo sync"
-    if data.get("d", {}).get("ratio"):
-        sp = 1.0 / data["d"]["ratio"]
-        p(check(sp >= 2.0, text, "%.2f× (wall ratio %.3f)" % (sp, data["d"]["ratio"])))
+    h2, h1 = t("https", "a", "relay"), t("https-h1", "a", "relay")
+    text = "HTTPS, h2 offered: image-relay's CPU per GiB within 1.2× of its own HTTP/1.1-over-TLS figure (a)"
+    if h2 and h1 and gib_a and h1["cpu"]:
+        p(check(h2["cpu"] <= 1.2 * h1["cpu"], text, "%.2f vs %.2f CPU-s per GiB = %.2f×" % (
+            h2["cpu"] / gib_a, h1["cpu"] / gib_a, h2["cpu"] / h1["cpu"])))
     else:
         p(check(None, text, ""))
-    # e: no-op re-copy
-    text = "e: ≤ 2 target requests and ≤ 1 source request"
-    es, ed = cnt("e", RELAY, "src_requests"), cnt("e", RELAY, "dst_requests")
-    if es is not None and ed is not None:
-        p(check(ed <= 2 and es <= 1, text, "%d target, %d source" % (ed, es)))
-    else:
-        p(check(None, text, ""))
-    # RSS everywhere
-    text = "peak RSS ≤ 16 MiB on every workload"
-    got, missing = [], []
-    for w in WORKLOADS:
-        r = t(w, RELAY)
-        if r and num(r["maxrss_kib"]) is not None:
-            got.append((w, num(r["maxrss_kib"]) / 1024))
+    # 20 ms
+    for w in "bc":
+        text = "HTTPS at 20 ms, %s: faster than every peer" % w
+        rs = {tool: ratio("rtt20", w, tool) for tool in ("crane", "regctl", "skopeo")}
+        if all(rs.values()):
+            p(check(all(x < 1 for x in rs.values()), text,
+                    ", ".join("÷ %s %.3f" % kv for kv in rs.items())))
         else:
-            missing.append(w)
-    detail = ", ".join("%s %.1f MiB" % x for x in got)
-    if got and any(v > 16 for _, v in got):
-        p(check(False, text, detail + ("; not measured: %s" % " ".join(missing) if missing else "")))
-    elif missing:
-        p(check(None, text, (detail + "; " if detail else "") + "not measured: " + " ".join(missing)))
+            p(check(None, text, ""))
+    text = "HTTPS at 20 ms, d: faster than regsync in one process"
+    x = ratio("rtt20", "d", "regctl")
+    p(check(x < 1, text, "wall ÷ regsync %.3f" % x) if x else check(None, text, ""))
+    # plain: no row slower than before
+    text = ("Plain HTTP: not slower than before against crane (wall ≤ 0.97× of crane's on a and b, "
+            "≤ 0.37× on d; CPU ≤ 0.73× on a and b)")
+    parts, ok, seen = [], True, False
+    for w, lim in (("a", 0.97), ("b", 0.97), ("d", 0.37)):
+        x = ratio("plain", w, "crane")
+        r, c = t("plain", w, "relay"), t("plain", w, "crane")
+        if x is None or not r or not c:
+            continue
+        seen = True
+        cr = r["cpu"] / c["cpu"] if c["cpu"] else None
+        ok = ok and x <= lim and (w == "d" or (cr is not None and cr <= 0.73))
+        parts.append("%s: wall %.3f" % (w, x) + ("" if w == "d" else ", CPU %.2f×" % cr))
+    p(check(ok if seen else None, text, "; ".join(parts)))
+    # pacing
+    text = "Pacing: d through the limiter within 1.3× of the ideal, ≤ 5% of requests answered 429"
+    rs = [r for r in pacing if r["tool"] == "relay"]
+    if rs:
+        rate = num(rs[0]["rate"])
+        wall = median(num(r["wall_s"]) for r in rs)
+        ideal = median(max(num(r["src_admitted"]), num(r["dst_admitted"])) / rate for r in rs)
+        share = median((num(r["src_refused"]) + num(r["dst_refused"])) / sum(
+            num(r[k]) for k in ("src_admitted", "src_refused", "dst_admitted", "dst_refused")) for r in rs)
+        p(check(wall <= 1.3 * ideal and share <= 0.05, text, "%.2f s vs %.2f s ideal = %.2f×; %.1f%% answered 429" % (
+            wall, ideal, wall / ideal, 100 * share)))
     else:
-        p(check(True, text, detail))
+        p(check(None, text, ""))
+    # a vs the CPU floor
+    floor = (raw or {}).get("floor") or {}
+    ra = t("plain", "a", "relay")
+    least = cheapest_verifying(floor)
+    text = "a: CPU per GiB within 1.15× of the verifying-copy floor measured in the same run"
+    if ra and gib_a and least:
+        per = ra["cpu"] / gib_a
+        p(check(per <= 1.15 * least[0], text, "%.2f vs %.2f CPU-s per GiB (`%s`) = %.2f×, see "
+                "[CPU floor](#cpu-floor-workload-a)" % (per, least[0], least[1], per / least[0])))
+    else:
+        p(check(None, text, ""))
+    # earlier targets, on plain HTTP
+    if ra and raw and num(raw.get("mb_per_s")) and gib_a:
+        mbs = gib_a * GiB / ra["wall"] / 1e6
+        frac = mbs / num(raw["mb_per_s"])
+        p(check(frac >= 0.95, "a: throughput within 95% of the curl ceiling",
+                "%.1f MB/s vs %s MB/s = %.1f%%" % (mbs, raw["mb_per_s"], 100 * frac)))
+    else:
+        p(check(None, "a: throughput within 95% of the curl ceiling", ""))
+    for w in "bc":
+        r, sk = t("plain", w, "relay"), t("plain", w, "skopeo")
+        text = "%s: faster than skopeo with ≤ half its CPU" % w
+        x = ratio("plain", w, "skopeo")
+        if r and sk and x and sk["cpu"]:
+            cr = r["cpu"] / sk["cpu"]
+            p(check(x < 1 and cr <= 0.5, text, "wall ratio %.3f, CPU %.2f s vs %.2f s = %.2f×" % (
+                x, r["cpu"], sk["cpu"], cr)))
+        else:
+            p(check(None, text, ""))
+    text = "d: ≥ 2× faster than skopeo sync"
+    x = ratio("plain", "d", "skopeo")
+    p(check(1 / x >= 2.0, text, "%.2f× (wall ratio %.3f)" % (1 / x, x)) if x else check(None, text, ""))
+    text = "e: ≤ 2 target requests and ≤ 1 source request"
+    es, ed = cnt("e", "relay", "src_requests"), cnt("e", "relay", "dst_requests")
+    p(check(ed <= 2 and es <= 1, text, "%d target, %d source" % (ed, es))
+      if es is not None and ed is not None else check(None, text, ""))
+    text = "peak RSS ≤ 16 MiB on every workload and transport"
+    got = [(tr, w, d["tools"]["relay"]["rss"] / 1024) for tr, ws in matrix.items()
+           for w, d in ws.items() if "relay" in d["tools"] and d["tools"]["relay"]["rss"]]
+    if got:
+        worst = max(got, key=lambda x: x[2])
+        p(check(all(v <= 16 for _, _, v in got), text, "largest %.1f MiB (%s, %s)" % (worst[2], worst[1], worst[0])))
+    else:
+        p(check(None, text, ""))
     p("")
     if floor:
-        render_floor(p, floor, ra)
+        render_floor(p, floor, ra and {"bytes": str(gib_a * GiB), "cpu_s": str(ra["cpu"])})
     if serve:
         render_serve(p, serve, meta)
     sys.stdout.write("\n".join(out) + "\n")

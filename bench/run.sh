@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark `image-relay copy` against `skopeo copy` / `skopeo sync` on the
-# workloads of the shared harness (../shared/bench) and write the results
-# table to docs/BENCHMARKS.md.  See bench/README.md.
+# Benchmark `image-relay copy` against crane, regctl/regsync and skopeo on the workloads of
+# the shared harness (../shared/bench), paired in one invocation, on three transports:
+# plain HTTP (a-f), HTTPS with HTTP/2 offered (a b c d), HTTPS at 20 ms round trip (b c d);
+# plus a pacing run (d through a quota proxy). Writes docs/BENCHMARKS.md. See bench/README.md.
 #
 #   bash bench/run.sh [WORKLOAD...]        # default: a b c d e f
 #
 # Environment (all optional):
-#   RUNS=3 WARMUP=1     timed runs / warm-up runs per tool and workload
+#   RUNS=3 WARMUP=1     timed rounds / warm-up rounds per transport and workload
 #   RAW_RUNS=$RUNS      timed runs of the curl ceiling (raw.sh pipe) and of the
 #                       CPU floor probe (bench/floor.py); both only with a
 #   BENCH_SCALE=1       layer-size factor forwarded to make_images.py --scale;
@@ -16,23 +17,23 @@
 #   BENCH_IMAGES        image dir (default /tmp/bench-images, or per scale)
 #   BENCH_STATE         registries' state dir (default /dev/shm/bench-registries
 #                       when /dev/shm has >= 4 GiB free, else /tmp/bench-registries)
-#   BENCH_SRC BENCH_DST timing registries (127.0.0.1:5001 / 127.0.0.1:5002)
-#   COUNT_PORTS="5011 5012"  second pair of registries, access log on, used
-#                       only for the untimed request-counting copies
+#   BENCH_SRC BENCH_DST plain-HTTP timing registries (127.0.0.1:5001 / 127.0.0.1:5002)
+#   COUNT_PORTS="5011 5012"  second plain pair, access log on, for the untimed request counts
+#   TLS_PORTS="5101 5102"    HTTPS pair (HTTP/2 offered), certificates from tls.sh
+#   H1_PORTS="5121 5122"     HTTPS pair with HTTP/2 disabled: the HTTP/1.1-over-TLS diagnostic (a)
+#   RTT_PORTS="5201 5202"    delayproxy in front of the HTTPS pair
+#   RTT_MS=20               round trip the delay proxies add
+#   PACE_PORTS="5301 5302"   bench/limiter.rs in front of the plain pair
+#   PACE_RATE=100 PACE_BURST=$PACE_RATE   requests per second the limiters admit, and burst
+#   TRANSPORTS="plain https https-h1 rtt20 pacing"  which parts to run
 #   RELAY_BIN           image-relay binary (default target/release/image-relay,
 #                       built with cargo when missing or older than the sources)
-#   RELAY_CMD           image-relay template for one image ({src} {dst})
-#   RELAY_LIST_CMD      image-relay template for workload d ({list})
-#   SKOPEO_CMD SKOPEO_SIG_CMD SKOPEO_SYNC_CMD   skopeo templates (all, f, d)
-#                       Overriding RELAY_CMD / RELAY_LIST_CMD (e.g. to test this
-#                       script before the binary exists) sends the results to
-#                       /tmp like a scaled run, unless DOC is set.
-#   RESULTS             dir for CSVs, logs and counts
+#   RESULTS             dir for CSVs and logs
 #   DOC                 markdown output (default docs/BENCHMARKS.md for a
 #                       full-scale run of the real binary)
 #   FRESH=1             forget results of earlier invocations (by default the
-#                       doc merges the latest result of every workload)
-#   KEEP=1              leave the registries this script started running
+#                       doc shows the latest measurement of every transport and workload)
+#   KEEP=1              leave the registries and proxies this script started running
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -72,49 +73,30 @@ if [[ ${#need[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${need[@]}"
 fi
 
-custom_relay=0
-[[ -n "${RELAY_CMD:-}" || -n "${RELAY_LIST_CMD:-}" ]] && custom_relay=1
+PEERS=$SHARED_BENCH/bin
+for b in crane regctl regsync delayproxy; do
+  [[ -x "$PEERS/$b" ]] || die "peer tool $PEERS/$b missing (see $PEERS/README.md)"
+done
 RELAY_BIN=${RELAY_BIN:-$PROJECT/target/release/image-relay}
-if [[ $custom_relay == 0 && "$RELAY_BIN" == "$PROJECT/target/release/image-relay" ]]; then
-  if [[ ! -x "$RELAY_BIN" ]] ||
-     [[ -n "$(find "$PROJECT/src" "$PROJECT/Cargo.toml" "$PROJECT/Cargo.lock" -newer "$RELAY_BIN" -print -quit 2>/dev/null)" ]]; then
+LIMITER_BIN=$PROJECT/target/release/examples/limiter
+if [[ "$RELAY_BIN" == "$PROJECT/target/release/image-relay" ]]; then
+  newer() { [[ ! -x "$1" ]] || [[ -n "$(find "$PROJECT/src" "$PROJECT/bench" "$PROJECT/Cargo.toml" \
+              "$PROJECT/Cargo.lock" -newer "$1" -print -quit 2>/dev/null)" ]]; }
+  if newer "$RELAY_BIN" || newer "$LIMITER_BIN"; then
     command -v cargo >/dev/null || die "cargo missing: cannot build $RELAY_BIN"
-    log "building image-relay (release)"
-    (cd "$PROJECT" && cargo build --release) >&2
+    log "building image-relay and the bench limiter (release)"
+    (cd "$PROJECT" && cargo build --release --bin image-relay --example limiter) >&2
   fi
 fi
-if [[ $custom_relay == 0 ]]; then   # fail early, not after the images are pushed
-  [[ -x "$RELAY_BIN" ]] || die "no image-relay binary at $RELAY_BIN"
-  help=$("$RELAY_BIN" copy --help 2>&1 || true)
-  [[ "$help" == *--from-list* ]] ||
-    die "$RELAY_BIN does not offer 'copy --from-list' (see: $RELAY_BIN copy --help)"
-fi
-RELAY_CMD=${RELAY_CMD:-"$RELAY_BIN copy -q {src} {dst}"}
-RELAY_LIST_CMD=${RELAY_LIST_CMD:-"$RELAY_BIN copy -q --from-list {list}"}
-SKO_FLAGS="--preserve-digests --src-tls-verify=false --dest-tls-verify=false"
-SKOPEO_CMD=${SKOPEO_CMD:-"skopeo copy -q --all $SKO_FLAGS docker://{src} docker://{dst}"}
-SKOPEO_SIG_CMD=${SKOPEO_SIG_CMD:-"skopeo copy -q $SKO_FLAGS docker://{src} docker://{dst}"}
-# skopeo sync keeps only the last path component of a yaml-sourced repo
-# (wl-d/app-00 -> app-00): the destination carries the wl-d/ prefix
-SKOPEO_SYNC_CMD=${SKOPEO_SYNC_CMD:-"skopeo sync --all $SKO_FLAGS --src yaml --dest docker {yaml} {dst_registry}/wl-d"}
-# skopeo's blob-info cache would let it skip uploads to a freshly wiped target
-SKOPEO_CACHES="/var/lib/containers/cache/blob-info-cache-v1.boltdb ${HOME:-/root}/.local/share/containers/cache/blob-info-cache-v1.boltdb"
-export BENCH_RESET_HOOK=${BENCH_RESET_HOOK:-"rm -f $SKOPEO_CACHES"}
-
-tmpl() { # tool wl -> copy template
-  case "$1:$2" in
-    relay:d) echo "$RELAY_LIST_CMD" ;;
-    relay:*) echo "$RELAY_CMD" ;;
-    skopeo:d) echo "$SKOPEO_SYNC_CMD" ;;
-    skopeo:f) echo "$SKOPEO_SIG_CMD" ;;
-    skopeo:*) echo "$SKOPEO_CMD" ;;
-  esac
-}
+[[ -x "$RELAY_BIN" ]] || die "no image-relay binary at $RELAY_BIN"
+[[ -x "$LIMITER_BIN" ]] || (cd "$PROJECT" && cargo build --release --example limiter) >&2
+TRANSPORTS=${TRANSPORTS:-plain https https-h1 rtt20 pacing}
+has_tr() { [[ " $TRANSPORTS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- paths
 scale_key=$(awk -v s="$BENCH_SCALE" 'BEGIN{ if (s+0 <= 0) exit 1; print s+0 }') || die "bad BENCH_SCALE"
 canonical=0
-[[ "$scale_key" == 1 && $custom_relay == 0 ]] && canonical=1
+[[ "$scale_key" == 1 && "$RELAY_BIN" == "$PROJECT/target/release/image-relay" ]] && canonical=1
 if [[ -z "${BENCH_IMAGES:-}" ]]; then
   BENCH_IMAGES=/tmp/bench-images
   [[ "$scale_key" == 1 ]] || BENCH_IMAGES=/tmp/bench-images-scale-$scale_key
@@ -135,7 +117,7 @@ read -r CSRC_PORT CDST_PORT <<<"${COUNT_PORTS:-5011 5012}"
 COUNT_STATE=$BENCH_STATE/count
 if [[ -z "${RESULTS:-}" ]]; then
   if [[ $canonical == 1 ]]; then RESULTS=$PROJECT/target/bench/results
-  else RESULTS=/tmp/image-relay-bench/scale-$scale_key$([[ $custom_relay == 1 ]] && echo -custom); fi
+  else RESULTS=/tmp/image-relay-bench/scale-$scale_key; fi
 fi
 if [[ -z "${DOC:-}" ]]; then
   if [[ $canonical == 1 ]]; then DOC=$PROJECT/docs/BENCHMARKS.md; else DOC=$RESULTS/BENCHMARKS.md; fi
@@ -146,12 +128,15 @@ REG=$SHARED_BENCH/registries.sh
 
 # ---------------------------------------------------------------- 2. registries
 started=()   # "STATE PORT" of the registries this script started
+proxies=()   # pids of the delay proxies and limiters this script started
 cleanup() {
   local rc=$? s
   if [[ "${KEEP:-0}" == 1 ]]; then
     [[ ${#started[@]} -eq 0 ]] || echo "bench: KEEP=1: leaving registries running (${started[*]})" >&2
+    [[ ${#proxies[@]} -eq 0 ]] || echo "bench: KEEP=1: leaving proxies running (pids ${proxies[*]})" >&2
   else
     for s in "${started[@]}"; do BENCH_STATE=${s% *} "$REG" stop "${s#* }" >&2 || true; done
+    for s in "${proxies[@]}"; do kill "$s" 2>/dev/null || true; done
   fi
   exit $rc
 }
@@ -208,6 +193,60 @@ cp -al "$BENCH_STATE/$SRC_PORT/storage/docker" "$COUNT_STATE/$CSRC_PORT/storage/
 start_reg "$COUNT_STATE" "$CSRC_PORT" 1
 start_reg "$COUNT_STATE" "$CDST_PORT" 1
 
+# the same source share, for the HTTPS pair: HTTP/2 offered over TLS, as Artifact Registry
+# and distribution with TLS do; a throwaway CA from the shared tls.sh
+read -r TSRC_PORT TDST_PORT <<<"${TLS_PORTS:-5101 5102}"
+read -r HSRC_PORT HDST_PORT <<<"${H1_PORTS:-5121 5122}"
+read -r RSRC_PORT RDST_PORT <<<"${RTT_PORTS:-5201 5202}"
+read -r PSRC_PORT PDST_PORT <<<"${PACE_PORTS:-5301 5302}"
+RTT_MS=${RTT_MS:-20} PACE_RATE=${PACE_RATE:-100}
+PACE_BURST=${PACE_BURST:-$PACE_RATE}
+TLS_STATE=$BENCH_STATE/tls
+TLS_DIR=$BENCH_STATE/tls-certs
+if has_tr https || has_tr rtt20; then
+  bash "$SHARED_BENCH/tls.sh" "$TLS_DIR" >/dev/null
+  mkdir -p "$TLS_STATE/$TSRC_PORT/storage"
+  rm -rf "$TLS_STATE/$TSRC_PORT/storage/docker"
+  cp -al "$BENCH_STATE/$SRC_PORT/storage/docker" "$TLS_STATE/$TSRC_PORT/storage/" 2>/dev/null ||
+    cp -a "$BENCH_STATE/$SRC_PORT/storage/docker" "$TLS_STATE/$TSRC_PORT/storage/"
+  for port in "$TSRC_PORT" "$TDST_PORT"; do
+    BENCH_TLS_CERT=$TLS_DIR/server.crt BENCH_TLS_KEY=$TLS_DIR/server.key BENCH_SCHEME=https \
+      BENCH_CACERT=$TLS_DIR/ca.crt start_reg "$TLS_STATE" "$port"
+  done
+fi
+if has_tr https-h1 && has_wl a; then
+  mkdir -p "$TLS_STATE/$HSRC_PORT/storage"
+  rm -rf "$TLS_STATE/$HSRC_PORT/storage/docker"
+  cp -al "$BENCH_STATE/$SRC_PORT/storage/docker" "$TLS_STATE/$HSRC_PORT/storage/" 2>/dev/null ||
+    cp -a "$BENCH_STATE/$SRC_PORT/storage/docker" "$TLS_STATE/$HSRC_PORT/storage/"
+  bash "$SHARED_BENCH/tls.sh" "$TLS_DIR" >/dev/null
+  for port in "$HSRC_PORT" "$HDST_PORT"; do
+    BENCH_TLS_CERT=$TLS_DIR/server.crt BENCH_TLS_KEY=$TLS_DIR/server.key BENCH_SCHEME=https \
+      BENCH_CACERT=$TLS_DIR/ca.crt BENCH_H2_DISABLED=1 start_reg "$TLS_STATE" "$port"
+  done
+fi
+start_proxy() { # log command...
+  local out=$1; shift
+  "$@" >"$out" 2>&1 &
+  proxies+=($!)
+  sleep 0.3
+  kill -0 "$!" 2>/dev/null || die "proxy did not start: $* (see $out)"
+}
+if has_tr rtt20; then
+  half=$((RTT_MS / 2))
+  start_proxy "$TLS_STATE/delay-$RSRC_PORT.log" "$PEERS/delayproxy" -listen "127.0.0.1:$RSRC_PORT" \
+    -upstream "127.0.0.1:$TSRC_PORT" -delay "${half}ms"
+  start_proxy "$TLS_STATE/delay-$RDST_PORT.log" "$PEERS/delayproxy" -listen "127.0.0.1:$RDST_PORT" \
+    -upstream "127.0.0.1:$TDST_PORT" -delay "${half}ms"
+fi
+if has_tr pacing && has_wl d; then
+  for pair in "$PSRC_PORT $SRC_PORT" "$PDST_PORT $DST_PORT"; do
+    read -r lp up <<<"$pair"
+    start_proxy "$BENCH_STATE/limiter-$lp.log" "$LIMITER_BIN" --listen "127.0.0.1:$lp" \
+      --upstream "127.0.0.1:$up" --rate "$PACE_RATE" --burst "$PACE_BURST"
+  done
+fi
+
 # ---------------------------------------------------------------- meta
 commit=$(git -C "$PROJECT" rev-parse --short=12 HEAD 2>/dev/null || echo "no-commit")
 if [[ -n "$(git -C "$PROJECT" --no-optional-locks status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
@@ -215,58 +254,51 @@ if [[ -n "$(git -C "$PROJECT" --no-optional-locks status --porcelain -- src Carg
 fi
 now=$(date -u '+%Y-%m-%d %H:%M UTC')
 
-# ---------------------------------------------------------------- 4. counting
-# one untimed copy with the access-logged registries; counts the requests the
-# copy command alone made (log lines after an offset), per registry and method
-reqs_since() { # logfile startline -> "N METHOD=n ..."
-  tail -n +"$(($2 + 1))" "$1" | grep -oE '"(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /' |
-    tr -d '"/ ' | sort | uniq -c | awk '{n+=$1; d=d" "$2"="$1} END{print n+0 d}'
-}
-count_one() { # tool wl -> csv row
-  local tool=$1 wl=$2 t s0 d0 script src dst
-  t=$(tmpl "$tool" "$wl")
-  (
-    export BENCH_STATE=$COUNT_STATE BENCH_SRC=127.0.0.1:$CSRC_PORT BENCH_DST=127.0.0.1:$CDST_PORT
-    slog=$COUNT_STATE/$CSRC_PORT/registry.log dlog=$COUNT_STATE/$CDST_PORT/registry.log
-    "$REG" reset "$CDST_PORT"
-    bash -c "$BENCH_RESET_HOOK"
-    if [[ $wl == e ]]; then   # target must already hold b: copy it first, same tool
-      bash "$(bench_script e "$t")" >"$RESULTS/count-$tool-e-populate.log" 2>&1 ||
-        die "count: populating b for e with $tool failed (see $RESULTS/count-$tool-e-populate.log)"
-      bench_verify e quiet || die "count: $tool did not populate b for e"
-    fi
-    script=$(bench_script "$wl" "$t")
-    sync; sleep 0.2
-    s0=$(wc -l <"$slog"); d0=$(wc -l <"$dlog")
-    bash "$script" >"$RESULTS/count-$tool-$wl.log" 2>&1 ||
-      die "count: $tool on $wl failed (see $RESULTS/count-$tool-$wl.log)"
-    sleep 0.5   # the access log line is written after the response
-    src=$(reqs_since "$slog" "$s0"); dst=$(reqs_since "$dlog" "$d0")
-    bench_verify "$wl" quiet || die "count: $tool on $wl: target does not match the source"
-    "$REG" reset "$CDST_PORT"   # free the (RAM) storage
-    echo "${tool},${wl},${src%% *},${dst%% *},${src#* },${dst#* }"
-  )
-}
-
 # ---------------------------------------------------------------- 3. timing
-for wl in "${wls[@]}"; do
-  log "workload $wl: timing image-relay vs skopeo ($RUNS runs, $WARMUP warm-up)"
-  rm -f "$RESULTS/time-$wl.csv"
-  BENCH_CSV=$RESULTS/time-$wl.csv LABELS="image-relay skopeo" \
-    bash "$SHARED_BENCH/run.sh" "$wl" "$(tmpl relay "$wl")" "$(tmpl skopeo "$wl")" |
-    tee "$RESULTS/time-$wl.txt"
-  cp "$BENCH_STATE/work/$wl.run.log" "$RESULTS/time-$wl.log" 2>/dev/null || true
-  log "workload $wl: counting requests (one untimed copy per tool)"
-  {
-    echo "label,workload,src_requests,dst_requests,src_detail,dst_detail"
-    r=$(count_one relay "$wl"); echo "image-relay,${r#*,}"
-    count_one skopeo "$wl"
-  } >"$RESULTS/counts-$wl.csv.tmp"
-  mv "$RESULTS/counts-$wl.csv.tmp" "$RESULTS/counts-$wl.csv"
-  cat "$RESULTS/counts-$wl.csv" >&2
-  printf 'date=%s\ncommit=%s\nscale=%s\nruns=%s\nwarmup=%s\nrelay_cmd=%s\nrelay_list_cmd=%s\n' \
-    "$now" "$commit" "$scale_key" "$RUNS" "$WARMUP" "$(tmpl relay a)" "$(tmpl relay d)" >"$RESULTS/meta-$wl.env"
-done
+# Paired: in every round each tool copies the workload once, on the same transport.
+MX=(python3 "$HERE/matrix.py")
+mx_common=(--registries "$REG" --images "$BENCH_IMAGES" --bin "$PEERS" --relay "$RELAY_BIN"
+           --results "$RESULTS" --runs "$RUNS" --warmup "$WARMUP" --date "$now" --commit "$commit")
+tls_args=(--scheme https --ca "$TLS_DIR/ca.crt" --bundle "$TLS_DIR/bundle.pem" --certdir "$TLS_DIR/certdir")
+pick() { local out=() w; for w in "${wls[@]}"; do [[ " $* " == *" $w "* ]] && out+=("$w"); done; (IFS=,; echo "${out[*]:-}"); }
+if has_tr plain; then
+  log "plain HTTP: ${wls[*]} ($RUNS runs, $WARMUP warm-up)"
+  "${MX[@]}" time --transport plain --workloads "$(IFS=,; echo "${wls[*]}")" \
+    --src "$BENCH_SRC" --dst "$BENCH_DST" --src-port "$SRC_PORT" --dst-port "$DST_PORT" \
+    --state "$BENCH_STATE" "${mx_common[@]}"
+fi
+if has_tr https && [[ -n "$(pick a b c d)" ]]; then
+  log "HTTPS, HTTP/2 offered: $(pick a b c d)"
+  "${MX[@]}" time --transport https --workloads "$(pick a b c d)" \
+    --src "127.0.0.1:$TSRC_PORT" --dst "127.0.0.1:$TDST_PORT" --src-port "$TSRC_PORT" \
+    --dst-port "$TDST_PORT" --state "$TLS_STATE" "${tls_args[@]}" "${mx_common[@]}"
+fi
+if has_tr https-h1 && has_wl a; then
+  log "HTTPS, registries forced to HTTP/1.1 (diagnostic): a"
+  "${MX[@]}" time --transport https-h1 --workloads a --tools relay,crane \
+    --src "127.0.0.1:$HSRC_PORT" --dst "127.0.0.1:$HDST_PORT" --src-port "$HSRC_PORT" \
+    --dst-port "$HDST_PORT" --state "$TLS_STATE" "${tls_args[@]}" "${mx_common[@]}"
+fi
+if has_tr rtt20 && [[ -n "$(pick b c d)" ]]; then
+  log "HTTPS at ${RTT_MS} ms round trip: $(pick b c d)"
+  "${MX[@]}" time --transport rtt20 --workloads "$(pick b c d)" \
+    --src "127.0.0.1:$RSRC_PORT" --dst "127.0.0.1:$RDST_PORT" --src-port "$TSRC_PORT" \
+    --dst-port "$TDST_PORT" --state "$TLS_STATE" "${tls_args[@]}" "${mx_common[@]}"
+fi
+if has_tr pacing && has_wl d; then
+  log "pacing: d through limiters admitting $PACE_RATE requests/s (burst $PACE_BURST)"
+  "${MX[@]}" pace --tools relay,skopeo --rate "$PACE_RATE" --burst "$PACE_BURST" \
+    --src "127.0.0.1:$PSRC_PORT" --dst "127.0.0.1:$PDST_PORT" --src-port "$SRC_PORT" \
+    --dst-port "$DST_PORT" --state "$BENCH_STATE" "${mx_common[@]}"
+fi
+
+# ---------------------------------------------------------------- 4. counting
+# One untimed copy per tool against the access-logged pair: requests per registry. The
+# client logic is the same over every transport.
+log "counting requests: ${wls[*]}"
+"${MX[@]}" count --workloads "$(IFS=,; echo "${wls[*]}")" \
+  --src "127.0.0.1:$CSRC_PORT" --dst "127.0.0.1:$CDST_PORT" --src-port "$CSRC_PORT" \
+  --dst-port "$CDST_PORT" --state "$COUNT_STATE" "${mx_common[@]}"
 
 # ---------------------------------------------------------------- 5. ceiling
 if has_wl a; then
@@ -334,6 +366,9 @@ cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 RBM_NPROC=$(nproc) RBM_CPU=${cpu:-unknown} RBM_DATE=$now RBM_COMMIT=$commit RBM_SCALE=$scale_key \
 RBM_MEM_GIB=$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo) RBM_KERNEL=$(uname -r) \
 RBM_SKOPEO=$(skopeo --version 2>/dev/null | head -1) RBM_STATE=$BENCH_STATE \
+RBM_CRANE="crane $("$PEERS/crane" version 2>/dev/null)" \
+RBM_REGCTL="regctl $("$PEERS/regctl" version 2>/dev/null | awk '/VCSTag/{print $2}')" \
+RBM_RTT_MS=$RTT_MS RBM_PACE_RATE=$PACE_RATE RBM_PACE_BURST=$PACE_BURST RBM_IMAGES=$BENCH_IMAGES \
 RBM_REGISTRY=$( (dpkg-query -W -f='docker-registry ${Version}' docker-registry 2>/dev/null ||
                docker-registry --version 2>/dev/null) | head -1) \
 RBM_CURL=$(curl --version | head -1 | cut -d' ' -f1-2) \

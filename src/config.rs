@@ -449,9 +449,15 @@ mod tests {
         let e = RegistryConfig::parse(&toml("insecure = true\n"), "f.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("ca_file does not apply to insecure = true"), "{e}");
+        assert!(
+            e.contains("ca_file does not apply to insecure = true"),
+            "{e}"
+        );
         let c = RegistryConfig::parse(&toml(""), "f.toml").unwrap();
-        assert!(!c.insecure("127.0.0.1:5000"), "a loopback host with a CA speaks HTTPS");
+        assert!(
+            !c.insecure("127.0.0.1:5000"),
+            "a loopback host with a CA speaks HTTPS"
+        );
         let e = c.trusted_cas("127.0.0.1:5000").unwrap_err().to_string();
         assert!(e.contains("127.0.0.1:5000") && e.contains("ca.pem"), "{e}");
         std::fs::write(&pem, "not a certificate\n").unwrap();
