@@ -159,6 +159,9 @@ impl Node {
     }
 }
 
+/// A target's client and what its manifest HEAD answered.
+type TargetHead = (RepoClient, Option<crate::registry::ManifestHead>);
+
 /// A manifest that refers to a copied one, and the tag it lives under, if any.
 #[derive(Debug)]
 struct Referrer {
@@ -228,7 +231,18 @@ impl Engine {
                 return report;
             }
         };
-        let (digest, mut root) = match self.resolve_source(&source, &req.source).await {
+        // The targets' tags are asked about while the source is: one round trip, not two.
+        let src_ref = &req.source;
+        let early_heads = join_all(req.targets.iter().map(|t| async move {
+            match target_tag(src_ref, t) {
+                Some(_) => Some(self.head_target(src_ref, t, None).await),
+                None => None,
+            }
+        }));
+        let (resolved, early) =
+            futures_util::future::join(self.resolve_source(&source, &req.source), early_heads)
+                .await;
+        let (digest, mut root) = match resolved {
             Ok(v) => v,
             Err(e) => {
                 fail_all(&mut report, e);
@@ -264,7 +278,8 @@ impl Engine {
         let checks = join_all(
             req.targets
                 .iter()
-                .map(|t| self.check_target(&req.source, t, &digest)),
+                .zip(early)
+                .map(|(t, early)| self.check_target(&req.source, t, &digest, early)),
         )
         .await;
         let mut pending = Vec::new();
@@ -332,17 +347,12 @@ impl Engine {
         if let Some(d) = &reference.digest {
             return Ok((d.clone(), None));
         }
-        let r = reference.manifest_ref();
-        match source.head_manifest(&r).await? {
-            None => Err(CopyError::SourceNotFound(reference.clone())),
-            Some(head) => match head.digest {
-                Some(d) => Ok((d, None)),
-                // No Docker-Content-Digest: the bytes tell.
-                None => {
-                    let m = source.get_manifest(&r).await?;
-                    Ok((m.digest.clone(), Some(m)))
-                }
-            },
+        // One GET, not a HEAD and then a GET: the copy needs the manifest anyway, and its
+        // bytes give the digest (checked against Docker-Content-Digest when sent).
+        match source.get_manifest(&reference.manifest_ref()).await {
+            Ok(m) => Ok((m.digest.clone(), Some(m))),
+            Err(e) if e.is_not_found() => Err(CopyError::SourceNotFound(reference.clone())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -389,6 +399,7 @@ impl Engine {
         source: &Reference,
         target: &Reference,
         digest: &Digest,
+        early: Option<Result<TargetHead, CopyError>>,
     ) -> Result<Option<RepoClient>, CopyError> {
         if let Some(pinned) = &target.digest
             && pinned != digest
@@ -398,13 +409,31 @@ impl Engine {
                 source_digest: digest.clone(),
             });
         }
-        let client = self.registries.repo(&target.repo)?;
-        let reference =
-            target_tag(source, target).map_or_else(|| digest.to_string(), |t| t.to_string());
-        match client.head_manifest(&reference).await? {
+        let (client, head) = match early {
+            Some(asked) => asked?,
+            None => self.head_target(source, target, Some(digest)).await?,
+        };
+        match head {
             Some(h) if h.digest.as_ref() == Some(digest) => Ok(None),
             _ => Ok(Some(client)),
         }
+    }
+
+    /// HEAD the target's tag, or (without one) the digest being copied.
+    async fn head_target(
+        &self,
+        source: &Reference,
+        target: &Reference,
+        digest: Option<&Digest>,
+    ) -> Result<TargetHead, CopyError> {
+        let client = self.registries.repo(&target.repo)?;
+        let reference = match (target_tag(source, target), digest) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(d)) => d.to_string(),
+            (None, None) => unreachable!("an untagged target is asked by digest"),
+        };
+        let head = client.head_manifest(&reference).await?;
+        Ok((client, head))
     }
 
     /// Fetch the manifest tree below `digest`, and its referrers when asked for.
@@ -559,12 +588,14 @@ impl Engine {
         .boxed()
     }
 
-    /// Push the children of an index (each a tree of its own), by digest.
+    /// Push the children of an index (each a tree of its own), by digest, at once: they do
+    /// not depend on each other, and one after another costs a round trip each.
     async fn push_children(&self, client: &RepoClient, node: &Node) -> Result<(), CopyError> {
-        for c in &node.children {
-            self.push_manifests(client, c).await?;
-        }
-        Ok(())
+        futures_util::future::try_join_all(
+            node.children.iter().map(|c| self.push_manifests(client, c)),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// PUT `node`'s own manifest with `put`, its children being in place. An index the registry
