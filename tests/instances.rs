@@ -268,11 +268,12 @@ async fn one_delivery_reaching_three_instances_is_copied_right_without_every_blo
             for b in img.layers.iter().chain([&img.config]) {
                 assert!(Seeder::for_registry(&dst).blob_exists(&target, &b.digest).await);
             }
-            // Each instance takes the blobs in its own order and checks each one's presence
-            // right before uploading it, so the instances share the work instead of each
-            // doing all of it.
+            // Each instance takes the blobs in an order of its own and asks about each one
+            // when its turn comes, so the instances share the work instead of each doing all
+            // of it. Measured: 35-47 at once and 32-37 staggered, against 58-63 and 23-42 when every
+            // instance took the blobs in the manifest's order (docs/design.md).
             assert!(
-                uploaded >= blobs && uploaded < 5 * blobs / 2,
+                uploaded >= blobs && uploaded <= 54,
                 "{name}: {uploaded} uploads for {blobs} blobs"
             );
         }

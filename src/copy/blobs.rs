@@ -303,33 +303,12 @@ async fn stream_with_retries(
     blob: &Descriptor,
     sinks: Vec<Sink>,
 ) -> Vec<(usize, Result<BlobAction, RegistryError>)> {
-    let done: Mutex<Vec<(usize, Result<BlobAction, RegistryError>)>> = Mutex::new(Vec::new());
-    let mut sinks = sinks;
-    let _large = if blob.size < LARGE_BLOB {
-        None
-    } else if let Ok(p) = ctx.large.try_acquire() {
-        Some(p)
+    let _large = if blob.size >= LARGE_BLOB {
+        ctx.large.acquire().await.ok()
     } else {
-        let permit = ctx.large.acquire().await.ok();
-        // While this waited for a stream slot, another process copying the same image (a
-        // second instance given the same delivery) may have uploaded the blob: one HEAD now
-        // saves reading and sending it again.
-        let mut still = Vec::with_capacity(sinks.len());
-        for sink in sinks {
-            let present = sink.session.is_none()
-                && matches!(sink.target.blob_exists(&blob.digest).await, Ok(true));
-            if present {
-                finish_sink(ctx, blob, sink, Ok(BlobAction::Skipped), &done);
-            } else {
-                still.push(sink);
-            }
-        }
-        sinks = still;
-        permit
+        None
     };
-    if sinks.is_empty() {
-        return done.into_inner().unwrap_or_else(|p| p.into_inner());
-    }
+    let done: Mutex<Vec<(usize, Result<BlobAction, RegistryError>)>> = Mutex::new(Vec::new());
     let pending = Mutex::new(sinks);
     let outcome = source
         .retrying(|_| async {

@@ -136,7 +136,11 @@ impl Pace {
             s.sent.add(at);
             at
         };
-        tokio::time::sleep_until(at).await;
+        // Only a turn that lies ahead is waited for: a sleep until now still waits for the
+        // timer's next millisecond tick, on every request.
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
         at
     }
 

@@ -45,7 +45,9 @@ impl Backoff {
     /// Wait out a pause set after this host said "slow down".
     pub async fn wait(&self) {
         let until = self.paused_until.lock().ok().and_then(|g| *g);
-        if let Some(t) = until {
+        // A pause long over is not waited for: a sleep until a past instant still waits for
+        // the timer's next millisecond tick, on every request.
+        if let Some(t) = until.filter(|t| *t > Instant::now()) {
             tokio::time::sleep_until(t.into()).await;
         }
     }
