@@ -20,7 +20,8 @@ refused (429) per registry. Rows go to RESULTS/pacing.csv.
 the requests each registry received (per method). The client logic is the same over every
 transport, so these counts stand for all of them. Rows go to RESULTS/counts.csv.
 
-Tools: relay (image-relay copy; d: --from-list, one process), crane (crane copy; d: one run
+Tools: relay (image-relay copy; d: --from-list, one process), baseline (the same with
+--baseline BIN, an earlier build), crane (crane copy; d: one run
 per image), regctl (regctl image copy; d: regsync once, one process), skopeo (skopeo copy;
 d: skopeo sync). Python standard library only.
 """
@@ -91,7 +92,9 @@ class Setup:
     def script(self, tool, wl):
         """The shell commands that copy workload `wl` with `tool`."""
         a, refs = self.a, self.refs(wl)
-        relay, crane = a.relay, os.path.join(a.bin, "crane")
+        relay, crane = (a.baseline if tool == "baseline" else a.relay), os.path.join(a.bin, "crane")
+        if tool == "baseline":
+            tool = "relay"
         regctl, regsync = os.path.join(a.bin, "regctl"), os.path.join(a.bin, "regsync")
         if self.https:
             sko_tls = "--src-cert-dir %s --dest-cert-dir %s" % (a.certdir, a.certdir)
@@ -330,6 +333,7 @@ def main():
     ap.add_argument("--images", required=True, help="make_images.py output dir")
     ap.add_argument("--bin", required=True, help="dir of the peer binaries (crane, regctl, regsync)")
     ap.add_argument("--relay", required=True, help="image-relay binary")
+    ap.add_argument("--baseline", help="an earlier image-relay binary, for the tool `baseline`")
     ap.add_argument("--results", required=True)
     ap.add_argument("--work", default=tempfile.gettempdir())
     ap.add_argument("--runs", type=int, default=3)

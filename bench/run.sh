@@ -28,6 +28,8 @@
 #   TRANSPORTS="plain https https-h1 rtt20 pacing"  which parts to run
 #   RELAY_BIN           image-relay binary (default target/release/image-relay,
 #                       built with cargo when missing or older than the sources)
+#   BASELINE=REV        also time image-relay as built from git revision REV, on plain
+#                       HTTP (a worktree under target/bench/baseline): "not slower than before"
 #   RESULTS             dir for CSVs and logs
 #   DOC                 markdown output (default docs/BENCHMARKS.md for a
 #                       full-scale run of the real binary)
@@ -91,6 +93,20 @@ fi
 [[ -x "$RELAY_BIN" ]] || die "no image-relay binary at $RELAY_BIN"
 [[ -x "$LIMITER_BIN" ]] || (cd "$PROJECT" && cargo build --release --example limiter) >&2
 TRANSPORTS=${TRANSPORTS:-plain https https-h1 rtt20 pacing}
+BASELINE_BIN=
+if [[ -n "${BASELINE:-}" ]]; then
+  rev=$(git -C "$PROJECT" rev-parse --short=12 "$BASELINE^{commit}") || die "BASELINE=$BASELINE: no such revision"
+  wt=$PROJECT/target/bench/baseline/$rev
+  if [[ ! -x "$wt-target/release/image-relay" ]]; then
+    log "building the baseline image-relay at $rev"
+    rm -rf "$wt"; git -C "$PROJECT" worktree prune
+    git -C "$PROJECT" worktree add --detach "$wt" "$rev" >&2
+    (cd "$wt" && CARGO_TARGET_DIR=$wt-target cargo build --release --bin image-relay) >&2
+    git -C "$PROJECT" worktree remove --force "$wt"
+  fi
+  BASELINE_BIN=$wt-target/release/image-relay
+  BASELINE_REV=$rev
+fi
 has_tr() { [[ " $TRANSPORTS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- paths
@@ -263,7 +279,10 @@ tls_args=(--scheme https --ca "$TLS_DIR/ca.crt" --bundle "$TLS_DIR/bundle.pem" -
 pick() { local out=() w; for w in "${wls[@]}"; do [[ " $* " == *" $w "* ]] && out+=("$w"); done; (IFS=,; echo "${out[*]:-}"); }
 if has_tr plain; then
   log "plain HTTP: ${wls[*]} ($RUNS runs, $WARMUP warm-up)"
+  plain_tools=relay,crane,regctl,skopeo
+  [[ -z "$BASELINE_BIN" ]] || plain_tools=relay,baseline,crane,regctl,skopeo
   "${MX[@]}" time --transport plain --workloads "$(IFS=,; echo "${wls[*]}")" \
+    --tools "$plain_tools" ${BASELINE_BIN:+--baseline "$BASELINE_BIN"} \
     --src "$BENCH_SRC" --dst "$BENCH_DST" --src-port "$SRC_PORT" --dst-port "$DST_PORT" \
     --state "$BENCH_STATE" "${mx_common[@]}"
 fi
@@ -368,7 +387,7 @@ RBM_MEM_GIB=$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo) RBM_KER
 RBM_SKOPEO=$(skopeo --version 2>/dev/null | head -1) RBM_STATE=$BENCH_STATE \
 RBM_CRANE="crane $("$PEERS/crane" version 2>/dev/null)" \
 RBM_REGCTL="regctl $("$PEERS/regctl" version 2>/dev/null | awk '/VCSTag/{print $2}')" \
-RBM_RTT_MS=$RTT_MS RBM_PACE_RATE=$PACE_RATE RBM_PACE_BURST=$PACE_BURST RBM_IMAGES=$BENCH_IMAGES \
+RBM_BASELINE=${BASELINE_REV:-} RBM_RTT_MS=$RTT_MS RBM_PACE_RATE=$PACE_RATE RBM_PACE_BURST=$PACE_BURST RBM_IMAGES=$BENCH_IMAGES \
 RBM_REGISTRY=$( (dpkg-query -W -f='docker-registry ${Version}' docker-registry 2>/dev/null ||
                docker-registry --version 2>/dev/null) | head -1) \
 RBM_CURL=$(curl --version | head -1 | cut -d' ' -f1-2) \
