@@ -489,11 +489,17 @@ impl Engine {
         }
         let mut seen = HashSet::new();
         all.retain(|d| seen.insert(d.digest.clone()));
-        // Each copy takes the blobs in an order of its own: other processes copying the same
-        // image at the same moment (one delivery reaching several instances) then work on
-        // different blobs first, and each finds most of the others' blobs already present
-        // when its turn for them comes (the presence check runs right before each upload).
-        fastrand::shuffle(&mut all);
+        // Largest first, so the last stream to finish is a short one; among blobs of one size
+        // class (a power of two) each copy takes an order of its own: other processes copying
+        // the same image at the same moment (one delivery reaching several instances) then
+        // work on different blobs first, and find many of the others' already present when
+        // their turn for them comes.
+        all.sort_by_cached_key(|d| {
+            (
+                std::cmp::Reverse(64 - d.size.leading_zeros()),
+                fastrand::u64(..),
+            )
+        });
 
         let blob_results = join_all(
             all.iter()
