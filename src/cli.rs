@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::RegistryConfig;
 use crate::copy::progress::Progress;
 use crate::copy::{CopyOptions, CopyReport, CopyRequest, Engine, TargetOutcome};
 use crate::event::DeliveryMeta;
@@ -16,7 +15,9 @@ use crate::manifest::PlatformFilter;
 use crate::push_auth::PushAuthMode;
 use crate::reference::Reference;
 use crate::registry::Registries;
+use crate::registry::endpoints::GoogleApis;
 use crate::registry::retry::RetryPolicy;
+use crate::registry::settings::RegistryConfig;
 use crate::rules::RuleSet;
 use crate::serve::{ServeConfig, ServeError};
 
@@ -50,6 +51,34 @@ pub enum Command {
     Sync(SyncArgs),
 }
 
+/// Where the Google APIs are; tests point them at fakes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Google APIs")]
+pub struct GoogleArgs {
+    /// Container Analysis API base URL (vulnerability gate).
+    #[arg(long, env = "RELAY_CONTAINER_ANALYSIS_URL", value_name = "URL",
+          default_value = crate::registry::endpoints::CONTAINER_ANALYSIS_URL)]
+    pub container_analysis_url: String,
+    /// Artifact Registry API base URL (repository listing for sync).
+    #[arg(long, env = "RELAY_ARTIFACT_REGISTRY_URL", value_name = "URL",
+          default_value = crate::registry::endpoints::ARTIFACT_REGISTRY_URL)]
+    pub artifact_registry_url: String,
+    /// IAM Credentials API base URL (`impersonate` in registry settings).
+    #[arg(long, env = "RELAY_IAM_CREDENTIALS_URL", value_name = "URL",
+          default_value = crate::registry::endpoints::IAM_CREDENTIALS_URL)]
+    pub iam_credentials_url: String,
+}
+
+impl GoogleArgs {
+    pub fn apis(&self) -> GoogleApis {
+        GoogleApis {
+            container_analysis: self.container_analysis_url.clone(),
+            artifact_registry: self.artifact_registry_url.clone(),
+            iam_credentials: self.iam_credentials_url.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// A rule file, or a directory of *.toml rule files.
@@ -67,6 +96,8 @@ pub struct SyncArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +116,8 @@ pub struct PlanArgs {
     pub rules: PathBuf,
     /// A notification (`{"action":..}`) or a whole push delivery body (Pub/Sub or CloudEvent).
     pub event_file: PathBuf,
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 /// How pushes are authenticated.
@@ -142,6 +175,8 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
     pub log_format: LogFormatArg,
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +208,8 @@ pub struct CopyArgs {
     /// Print only errors and the final summary.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 /// Parse arguments, run the command, return its exit code.
@@ -196,12 +233,10 @@ async fn sync(args: SyncArgs) -> ExitCode {
     {
         return usage_error(format!("--rule {name:?}: no such rule"));
     }
-    let metrics = Arc::new(crate::telemetry::Metrics::new());
-    let relay =
-        match crate::relay::Relay::new(rules, args.jobs.max(1), RetryPolicy::default(), metrics) {
-            Ok(r) => r,
-            Err(e) => return usage_error(e),
-        };
+    let relay = match relay(rules, &args.google.apis(), args.jobs.max(1)) {
+        Ok(r) => r,
+        Err(e) => return usage_error(e),
+    };
     let opts = crate::reconcile::SyncOptions {
         rule: args.rule.clone(),
         dry_run: args.dry_run,
@@ -282,6 +317,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_copies: args.max_copies,
         jobs: args.jobs.max(1),
         grace: std::time::Duration::from_secs(args.shutdown_grace),
+        google: args.google.apis(),
     };
     match crate::serve::run(cfg).await {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -340,17 +376,12 @@ async fn plan(args: &PlanArgs) -> ExitCode {
     };
     let plan = crate::relay::plan(&rules, &event);
     // Gates read the source (signatures); nothing is ever written.
-    let gated = plan.matches.iter().any(|m| {
-        (!m.rule.signatures.is_empty() || m.rule.vulnerabilities.is_some())
-            && m.release_of.is_none()
-    });
+    let gated = plan
+        .matches
+        .iter()
+        .any(|m| m.rule.gated() && m.release_of.is_none());
     let relay = if gated {
-        match crate::relay::Relay::new(
-            rules.clone(),
-            1,
-            RetryPolicy::default(),
-            Arc::new(crate::telemetry::Metrics::new()),
-        ) {
+        match relay(rules.clone(), &args.google.apis(), 1) {
             Ok(r) => Some(r),
             Err(e) => return usage_error(e),
         }
@@ -369,12 +400,8 @@ async fn plan(args: &PlanArgs) -> ExitCode {
             );
             continue;
         }
-        if let (Some(relay), true) = (
-            &relay,
-            !r.signatures.is_empty() || r.vulnerabilities.is_some(),
-        ) {
-            let loaded = relay.loaded();
-            match relay.gate(&loaded, &event, m).await {
+        if let (Some(relay), true) = (&relay, r.gated()) {
+            match relay.gate(&event, m).await {
                 None => println!("rule {}: release gates passed", r.name),
                 Some(crate::relay::TargetStatus::Held { gate, reason }) => {
                     println!("rule {}: held by the {gate} gate: {reason}", r.name);
@@ -454,6 +481,17 @@ fn load_rules(path: &Path) -> Result<RuleSet, ExitCode> {
         }
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// The relay for a one-shot command (`sync`, `plan`), with metrics nobody scrapes.
+fn relay(
+    rules: RuleSet,
+    apis: &GoogleApis,
+    jobs: usize,
+) -> Result<crate::relay::Relay, crate::relay::LoadError> {
+    let metrics = Arc::new(crate::telemetry::Metrics::new());
+    let gates = crate::relay::Gates::new(&apis.container_analysis, metrics.clone())?;
+    crate::relay::Relay::new(rules, gates, jobs, RetryPolicy::default(), metrics)
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::event::{DeliveryMeta, Event, decode};
 use crate::push_auth::PushAuth;
-use crate::relay::{Disposition, Relay, plan};
+use crate::relay::{Disposition, Relay, TargetStatus};
 use crate::telemetry::Metrics;
 
 /// Notifications are a few hundred bytes; anything near this is not one.
@@ -214,22 +214,15 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
     let message_id = event.message_id.clone().unwrap_or_default();
     let form = event.delivery.as_str();
     let action = event.action.to_string();
-    let loaded = state.relay.loaded();
-    let plan = plan(&loaded.rules, &event);
-    drop(loaded);
-    if plan.matches.is_empty() {
-        let reason = if plan.rejections.iter().all(|r| r.clause == "source") {
-            format!("no rule watches {}", event.repo)
-        } else {
-            "no rule matches".to_owned()
-        };
+    let plan = state.relay.plan(&event);
+    if plan.is_empty() {
+        let reason = plan.unmatched_reason(&event);
         // The topic carries every push of the project: most events are someone else's.
         tracing::debug!(trace = %trace, message_id = %message_id, source = %event.reference(), "{reason}");
         state.metrics.event(form, &action, "ignored");
-        // Turned away by a rule that watches this source: a decision, audited.
-        if let Some(r) = crate::audit::record(&event, &plan, None, 0) {
-            crate::audit::emit(&r);
-        }
+        // Contacts no registry; records the decision when a rule watching the source turned
+        // the event away.
+        state.relay.run(&event, &plan).await;
         // A 204 carries no body, so the JSON reason travels in a header.
         let detail = json!({ "reason": reason, "rejections": plan.rejections }).to_string();
         let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -246,18 +239,18 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
             json!({ "error": "too many copies in flight", "message_id": message_id }),
         );
     };
-    let outcome = state.relay.handle(&event, &plan).await;
+    let outcome = state.relay.run(&event, &plan).await;
     for t in &outcome.targets {
         match &t.status {
-            crate::relay::TargetStatus::Held { gate, reason } => tracing::warn!(
+            TargetStatus::Held { gate, reason } => tracing::warn!(
                 trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
                 gate = %gate, source = %outcome.source, "held by the {gate} gate: {reason}"
             ),
-            crate::relay::TargetStatus::Unsettled { reason } => tracing::warn!(
+            TargetStatus::Unsettled { reason } => tracing::warn!(
                 trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
                 source = %outcome.source, "asking for redelivery: {reason}"
             ),
-            crate::relay::TargetStatus::Failed { error, retryable } => tracing::error!(
+            TargetStatus::Failed { error, retryable } => tracing::error!(
                 trace = %trace, message_id = %message_id, rule = %t.rule, target = %t.target,
                 retryable = *retryable, "copy failed: {error}"
             ),

@@ -3,11 +3,10 @@
 //!
 //! The data's path through the program: a request names images ([`reference`]), the
 //! [`copy`] engine plans what each target lacks from the source's [`manifest`]s, and
-//! [`registry`] speaks the distribution protocol with the settings of [`config`].
+//! [`registry`] speaks the distribution protocol with the settings of rule files'
+//! registry tables ([`registry::settings`]).
 
-pub mod audit;
 pub mod cli;
-pub mod config;
 pub mod copy;
 pub mod event;
 pub mod http;

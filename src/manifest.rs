@@ -111,6 +111,17 @@ impl PlatformFilter {
             && self.architecture == p.architecture
             && (self.variant.is_none() || self.variant == p.variant)
     }
+
+    /// Whether `filters` (a rule's `platforms`, `--platform`) keep an index child: every
+    /// child when there are none; otherwise only children whose platform one of them
+    /// matches (a child without a platform, an attestation manifest say, is dropped).
+    pub fn keeps(filters: &[PlatformFilter], child: &Descriptor) -> bool {
+        filters.is_empty()
+            || child
+                .platform
+                .as_ref()
+                .is_some_and(|p| filters.iter().any(|f| f.matches(p)))
+    }
 }
 
 #[derive(Deserialize)]

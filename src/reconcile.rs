@@ -263,7 +263,7 @@ async fn dry_run_tag(
         release_of: None,
     };
     // What a copy would meet first: the rule's release gates.
-    let held = relay.gate(&loaded, &event, &m).await;
+    let held = relay.gate(&event, &m).await;
     for t in targets {
         let source = format!("{repo}:{tag}");
         let target = format!("{t}:{tag}");
@@ -347,7 +347,7 @@ async fn through_the_event_path(
         }],
         rejections: Vec::new(),
     };
-    let outcome = relay.handle(event, &plan).await;
+    let outcome = relay.run(event, &plan).await;
     let source = format!(
         "{}:{}",
         event.repo,

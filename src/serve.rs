@@ -11,8 +11,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::http::{AppState, app};
 use crate::push_auth::{PushAuth, PushAuthMode};
+use crate::registry::endpoints::GoogleApis;
 use crate::registry::retry::RetryPolicy;
-use crate::relay::Relay;
+use crate::relay::{Gates, LoadError, Relay};
 use crate::rules::{RuleError, RuleSet};
 use crate::telemetry::Metrics;
 
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub jobs: usize,
     /// How long in-flight copies may run after SIGTERM.
     pub grace: Duration,
+    /// Where the Google APIs are.
+    pub google: GoogleApis,
 }
 
 /// Why the service could not start.
@@ -39,7 +42,7 @@ pub enum ServeError {
     #[error("invalid rules:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Rules(Vec<RuleError>),
     #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::registry::settings::ConfigError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -51,6 +54,15 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
+impl From<LoadError> for ServeError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Config(e) => ServeError::Config(e),
+            LoadError::Client(e) => ServeError::Http(e),
+        }
+    }
+}
+
 /// Run until SIGTERM or SIGINT.
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let rules = RuleSet::load(&cfg.rules).map_err(ServeError::Rules)?;
@@ -58,8 +70,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!("{w}");
     }
     let metrics = Arc::new(Metrics::new());
+    let gates = Gates::new(&cfg.google.container_analysis, metrics.clone())?;
     let relay = Arc::new(Relay::new(
         rules,
+        gates,
         cfg.jobs,
         RetryPolicy::default(),
         metrics.clone(),

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::cosign::CosignKey;
 use common::*;
-use image_relay::config::RegistryConfig;
 use image_relay::reference::{Digest, Repository};
 use image_relay::registry::retry::RetryPolicy;
+use image_relay::registry::settings::RegistryConfig;
 use image_relay::registry::{Registries, RepoClient};
 use image_relay::signature::{SignatureError, TrustedKeys, Verdict, check};
 

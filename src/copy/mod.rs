@@ -15,10 +15,10 @@ use futures_util::future::{BoxFuture, join_all};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 
-use crate::config::ConfigError;
 use crate::manifest::{Contents, Descriptor, Manifest, PlatformFilter};
 use crate::reference::{Digest, Reference, Tag};
 use crate::registry::error::RegistryError;
+use crate::registry::settings::ConfigError;
 use crate::registry::{Registries, RepoClient};
 use blobs::{BlobAction, BlobContext, BlobTracker, ensure_blob};
 use progress::{Progress, Stats};
@@ -374,11 +374,7 @@ impl Engine {
         }
         let platforms = &self.opts.platforms;
         let filtered = root
-            .filter_index(|c| {
-                c.platform
-                    .as_ref()
-                    .is_some_and(|p| platforms.iter().any(|f| f.matches(p)))
-            })
+            .filter_index(|c| PlatformFilter::keeps(platforms, c))
             .map_err(|e| CopyError::Source {
                 source_ref: reference.clone(),
                 reason: e.to_string(),

@@ -10,10 +10,12 @@
 
 pub mod artifact_registry;
 pub mod auth;
+pub mod endpoints;
 pub mod error;
 pub mod google;
 pub mod pace;
 pub mod retry;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,13 +27,13 @@ use reqwest::header::{
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use crate::config::{ConfigError, RegistryConfig};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::{Digest, Repository, Tag};
 use auth::{Challenge, HostAuth, Scope};
 use error::{Op, RegistryError, parse_error_body};
 use pace::Pace;
 use retry::{Backoff, RetryPolicy, parse_retry_after};
+use settings::{ConfigError, RegistryConfig};
 
 /// Registries answer a manifest GET with the whole document; 4 MiB is the size the OCI
 /// distribution spec asks registries to accept, so anything larger is not a manifest we can push.
@@ -260,6 +262,12 @@ impl Registries {
 }
 
 /// How every pool of the relay is built.
+/// A client for the Google APIs beside the registries (Container Analysis), with the same
+/// timeouts and identity as the registry clients.
+pub fn api_client() -> Result<reqwest::Client, reqwest::Error> {
+    client_builder().build()
+}
+
 fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         // Redirects are followed by hand on blob GETs only, to decide per hop whether the

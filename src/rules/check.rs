@@ -9,8 +9,8 @@ use std::ops::Range;
 
 use super::language::{Overlap, Side, overlap};
 use super::{Rule, RuleError};
-use crate::config::RegistryConfig;
 use crate::reference::Repository;
+use crate::registry::settings::RegistryConfig;
 
 /// Where a compiled rule was written: the file, its source and each of its targets.
 pub struct Sites {

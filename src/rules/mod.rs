@@ -24,11 +24,11 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{RegistryConfig, RegistrySettings};
 use crate::event::{Action, Event};
 use crate::manifest::PlatformFilter;
 use crate::reference::Digest;
 use crate::reference::Repository;
+use crate::registry::settings::{RegistryConfig, RegistrySettings};
 use crate::signature::TrustedKeys;
 use crate::vulnerability::VulnerabilityPolicy;
 
@@ -135,6 +135,11 @@ fn full_match(res: &[Regex], s: &str) -> bool {
 }
 
 impl Rule {
+    /// Whether a release gate (signatures, vulnerabilities) stands in front of the rule's copies.
+    pub fn gated(&self) -> bool {
+        !self.signatures.is_empty() || self.vulnerabilities.is_some()
+    }
+
     /// Whether the image path below the source prefix is one the rule copies.
     pub fn selects_image(&self, rel: &str) -> bool {
         full_match(&self.images, rel)

@@ -1,4 +1,4 @@
-//! Registry settings: the `[registry."HOST"]` tables shared by rule files and `copy --config`.
+//! Registry settings (not process configuration): the `[registry."HOST"]` tables shared by rule files and `copy --config`.
 //!
 //! ```toml
 //! [registry."registry.partner.example"]
@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::registry::auth::{Credential, CredentialSource, DockerConfig, Secret, Static};
-use crate::registry::google::{GoogleCredentials, GoogleIdentity};
+use super::auth::{Credential, CredentialSource, DockerConfig, Secret, Static};
+use super::google::{GoogleCredentials, GoogleIdentity};
 
 /// A settings file that could not be used, with where and why.
 #[derive(Debug, thiserror::Error)]

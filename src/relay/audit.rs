@@ -12,8 +12,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::outcome::{Outcome, TargetResult, TargetStatus};
+use super::plan::Plan;
 use crate::event::Event;
-use crate::relay::{Outcome, Plan, TargetStatus};
 
 /// Record format version: bump when a field changes meaning.
 pub const AUDIT_VERSION: u32 = 1;
@@ -66,63 +67,33 @@ pub struct Ignored {
 }
 
 /// Build the record of one decision. `None` when no rule watches the event's source.
-pub fn record(
-    event: &Event,
-    plan: &Plan,
-    outcome: Option<&Outcome>,
-    duration_ms: u64,
-) -> Option<Record> {
+pub fn record(event: &Event, plan: &Plan, outcome: &Outcome, duration_ms: u64) -> Option<Record> {
+    if !plan.watched() {
+        return None;
+    }
     let ignored: Vec<Ignored> = plan
         .rejections
         .iter()
-        .filter(|r| r.clause != "source")
+        .filter(|r| !r.unwatched())
         .map(|r| Ignored {
             rule: r.rule.clone(),
-            clause: r.clause.clone(),
+            clause: r.clause.to_string(),
             reason: r.reason.clone(),
         })
         .collect();
-    if plan.matches.is_empty() && ignored.is_empty() {
-        return None;
-    }
-    let targets: Vec<TargetRecord> = outcome
-        .map(|o| o.targets.iter().map(target_record).collect())
-        .unwrap_or_default();
-    let rank = |o: &str| match o {
-        "failed" | "failed_retryable" => 5,
-        "held" => 4,
-        "pending" | "unsettled" => 3,
-        "copied" | "deleted" => 2,
-        _ => 1,
-    };
-    let decision = targets
+    let decision = outcome
+        .targets
         .iter()
-        .max_by_key(|t| rank(t.outcome))
-        .map(|t| t.outcome.to_owned())
+        .map(|t| &t.status)
+        .max_by_key(|s| s.weight())
+        .map(|s| s.outcome().to_owned())
         .unwrap_or_else(|| {
-            if plan.matches.is_empty() {
+            if plan.is_empty() {
                 "ignored".into()
             } else {
                 "nothing_to_do".into()
             }
         });
-    // Targets of one copy share its bytes: count each copy once.
-    let mut seen = std::collections::HashSet::new();
-    let bytes = outcome
-        .map(|o| {
-            o.targets
-                .iter()
-                .filter_map(|t| match &t.status {
-                    TargetStatus::Copied { bytes, duration_ms }
-                        if seen.insert((t.rule.clone(), *duration_ms)) =>
-                    {
-                        Some(*bytes)
-                    }
-                    _ => None,
-                })
-                .sum()
-        })
-        .unwrap_or(0);
     Some(Record {
         version: AUDIT_VERSION,
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -133,45 +104,24 @@ pub fn record(
         digest: event.digest.as_ref().map(|d| d.to_string()),
         decision,
         rules: plan.matches.iter().map(|m| m.rule.name.clone()).collect(),
-        targets,
+        targets: outcome.targets.iter().map(target_record).collect(),
         ignored,
-        bytes,
+        bytes: outcome.bytes,
         duration_ms,
     })
 }
 
-fn target_record(t: &crate::relay::TargetResult) -> TargetRecord {
-    let (outcome, gate, reason, bytes, duration_ms) = match &t.status {
-        TargetStatus::Copied { bytes, duration_ms } => ("copied", None, None, *bytes, *duration_ms),
-        TargetStatus::AlreadyPresent => ("already_present", None, None, 0, 0),
-        TargetStatus::TagSuperseded => (
-            "tag_superseded",
-            None,
-            Some(
-                "content copied; the source tag had moved on, so the tag was left alone".to_owned(),
-            ),
-            0,
-            0,
-        ),
-        TargetStatus::Deleted => ("deleted", None, None, 0, 0),
-        TargetStatus::NothingToDelete { reason } => {
-            ("nothing_to_delete", None, Some(reason.clone()), 0, 0)
-        }
-        TargetStatus::Held { gate, reason } => {
-            ("held", Some(gate.clone()), Some(reason.clone()), 0, 0)
-        }
-        TargetStatus::Pending { gate, reason } => {
-            ("pending", Some(gate.clone()), Some(reason.clone()), 0, 0)
-        }
-        TargetStatus::Unsettled { reason } => ("unsettled", None, Some(reason.clone()), 0, 0),
-        TargetStatus::Failed { error, .. } => ("failed", None, Some(error.clone()), 0, 0),
+fn target_record(t: &TargetResult) -> TargetRecord {
+    let (bytes, duration_ms) = match &t.status {
+        TargetStatus::Copied { bytes, duration_ms } => (*bytes, *duration_ms),
+        _ => (0, 0),
     };
     TargetRecord {
         rule: t.rule.clone(),
         target: t.target.clone(),
-        outcome,
-        gate,
-        reason,
+        outcome: t.status.outcome(),
+        gate: t.status.gate().map(str::to_owned),
+        reason: t.status.reason().map(str::to_owned),
         bytes,
         duration_ms,
     }

@@ -1,0 +1,28 @@
+//! Where the Google APIs beside the registries live. Process settings (flags and environment,
+//! parsed once in `cli`) handed to the constructors that call them, so a test points each one
+//! at a fake on loopback and nothing below reads the environment.
+
+/// Base URLs of the Google APIs the relay calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleApis {
+    /// Container Analysis: vulnerability occurrences for the release gate.
+    pub container_analysis: String,
+    /// Artifact Registry: repository listing for `sync` (the registry has no `_catalog`).
+    pub artifact_registry: String,
+    /// IAM Credentials: access tokens of an impersonated service account.
+    pub iam_credentials: String,
+}
+
+pub const CONTAINER_ANALYSIS_URL: &str = "https://containeranalysis.googleapis.com";
+pub const ARTIFACT_REGISTRY_URL: &str = "https://artifactregistry.googleapis.com";
+pub const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
+
+impl Default for GoogleApis {
+    fn default() -> Self {
+        GoogleApis {
+            container_analysis: CONTAINER_ANALYSIS_URL.to_owned(),
+            artifact_registry: ARTIFACT_REGISTRY_URL.to_owned(),
+            iam_credentials: IAM_CREDENTIALS_URL.to_owned(),
+        }
+    }
+}

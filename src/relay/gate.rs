@@ -1,0 +1,158 @@
+//! The release gates in front of a copy: every key set of `signatures` must have signed the
+//! image, and Artifact Analysis must have found nothing the `vulnerabilities` policy refuses.
+
+use std::sync::Arc;
+
+use crate::event::Event;
+use crate::manifest::{Contents, PlatformFilter};
+use crate::reference::{Digest, Repository};
+use crate::registry::{ManifestHead, Registries, RepoClient};
+use crate::rules::Rule;
+use crate::signature;
+use crate::telemetry::Metrics;
+use crate::vulnerability::{Scanner, VulnerabilityPolicy};
+
+use super::outcome::TargetStatus;
+
+/// The gates, built once for the process: the Container Analysis client and where it points.
+pub struct Gates {
+    scanner: Scanner,
+    metrics: Arc<Metrics>,
+}
+
+impl Gates {
+    /// Gates whose vulnerability checks ask the Container Analysis API at
+    /// `container_analysis` (its production URL, or a fake's in tests).
+    pub fn new(container_analysis: &str, metrics: Arc<Metrics>) -> Result<Gates, reqwest::Error> {
+        Ok(Gates {
+            scanner: Scanner::new(
+                crate::registry::api_client()?,
+                container_analysis.to_owned(),
+            ),
+            metrics,
+        })
+    }
+
+    /// The gates of `rule` for the event's image: `None` to go ahead, or the status every
+    /// target gets instead (also what `plan` and `sync --dry-run` report).
+    pub async fn check(
+        &self,
+        registries: &Registries,
+        event: &Event,
+        rule: &Rule,
+    ) -> Option<TargetStatus> {
+        if rule.signatures.is_empty() && rule.vulnerabilities.is_none() {
+            return None;
+        }
+        let source = match registries.repo(&event.repo) {
+            Ok(s) => s,
+            Err(e) => return Some(TargetStatus::failed(e.to_string(), false)),
+        };
+        let digest = match &event.digest {
+            Some(d) => d.clone(),
+            None => match source
+                .head_manifest(&event.reference().manifest_ref())
+                .await
+            {
+                Ok(Some(ManifestHead {
+                    digest: Some(d), ..
+                })) => d,
+                Ok(_) => {
+                    return Some(TargetStatus::failed(
+                        format!("source {} does not exist", event.reference()),
+                        false,
+                    ));
+                }
+                Err(e) => return Some(TargetStatus::registry_failure(&e)),
+            },
+        };
+        // Every key set must have signed: the build key, then the approvers.
+        for (i, keys) in rule.signatures.iter().enumerate() {
+            match signature::check(&source, &digest, keys).await {
+                Ok(signature::Verdict::Signed { .. }) => {}
+                Ok(signature::Verdict::Unsigned { reason }) => {
+                    self.metrics.held(&rule.name, "signature");
+                    let reason = if rule.signatures.len() > 1 {
+                        let names: Vec<&str> = keys.names().collect();
+                        format!(
+                            "key set {} of {} ({}): {reason}",
+                            i + 1,
+                            rule.signatures.len(),
+                            names.join(", ")
+                        )
+                    } else {
+                        reason
+                    };
+                    return Some(TargetStatus::Held {
+                        gate: "signature".into(),
+                        reason,
+                    });
+                }
+                Err(e) => return Some(TargetStatus::registry_failure(&e)),
+            }
+        }
+        match &rule.vulnerabilities {
+            Some(policy) => {
+                self.vulnerabilities(registries, &source, &event.repo, &digest, rule, policy)
+                    .await
+            }
+            None => None,
+        }
+    }
+
+    /// Artifact Analysis findings for the image, or for each child of an index (the children
+    /// the rule copies, when it filters platforms).
+    async fn vulnerabilities(
+        &self,
+        registries: &Registries,
+        source: &RepoClient,
+        repo: &Repository,
+        digest: &Digest,
+        rule: &Rule,
+        policy: &VulnerabilityPolicy,
+    ) -> Option<TargetStatus> {
+        let manifest = match source.get_manifest(digest.as_str()).await {
+            Ok(m) => m,
+            Err(e) => return Some(TargetStatus::registry_failure(&e)),
+        };
+        let digests: Vec<Digest> = match &manifest.contents {
+            Contents::Image { .. } => vec![digest.clone()],
+            Contents::Index { manifests } => manifests
+                .iter()
+                .filter(|c| PlatformFilter::keeps(&rule.platforms, c))
+                .map(|c| c.digest.clone())
+                .collect(),
+        };
+        let token = match registries.google_token().await {
+            Ok(t) => t,
+            Err(e) => {
+                return Some(TargetStatus::failed(
+                    format!("vulnerability gate: {e}"),
+                    true,
+                ));
+            }
+        };
+        match self
+            .scanner
+            .check(repo, &digests, policy, token.expose())
+            .await
+        {
+            Ok(crate::vulnerability::Verdict::Clean) => None,
+            Ok(crate::vulnerability::Verdict::Held { reason, .. }) => {
+                self.metrics.held(&rule.name, "vulnerabilities");
+                Some(TargetStatus::Held {
+                    gate: "vulnerabilities".into(),
+                    reason,
+                })
+            }
+            Ok(crate::vulnerability::Verdict::Pending { reason }) => Some(TargetStatus::Pending {
+                gate: "vulnerabilities".into(),
+                reason,
+            }),
+            Err(e) => Some(TargetStatus::failed(
+                e.to_string(),
+                e.is_retryable() || e.is_denied(),
+            )),
+        }
+    }
+}
