@@ -26,7 +26,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use crate::manifest::{Contents, Descriptor, Manifest};
+use crate::manifest::{Descriptor, Manifest};
 use crate::reference::Digest;
 use crate::registry::error::RegistryError;
 use crate::registry::{RepoClient, transport};
@@ -359,31 +359,15 @@ impl Gate<'_> {
 
     /// Descriptors of the subject's referrers that are cosign signatures.
     async fn cosign_referrers(&mut self) -> Vec<Descriptor> {
-        let listed = match self.source.referrers(self.digest).await {
-            Ok(Some(list)) => list,
-            // OCI distribution spec 1.1, "Referrers Tag Schema": a registry without the API
-            // (distribution 2.8, older Artifact Registry) answers 404, and clients keep an
-            // index of referrers under the tag `sha256-HEX` instead.
-            Ok(None) => {
-                let tag = self.digest.tag_form();
-                match self.source.get_manifest(&tag).await {
-                    Ok(Manifest {
-                        contents: Contents::Index { manifests },
-                        ..
-                    }) => manifests,
-                    Ok(_) => {
-                        self.problems.push(Finding {
-                            at: format!("referrers tag {tag}"),
-                            problem: Problem::Malformed("not an index".into()),
-                        });
-                        Vec::new()
-                    }
-                    Err(e) if e.is_not_found() => Vec::new(),
-                    Err(e) => {
-                        self.absorb(&format!("referrers tag {tag}"), e);
-                        Vec::new()
-                    }
+        let listed = match self.source.find_referrers(self.digest).await {
+            Ok(found) => {
+                if found.tag_index.as_ref().is_some_and(|m| !m.is_index()) {
+                    self.problems.push(Finding {
+                        at: format!("referrers tag {}", self.digest.tag_form()),
+                        problem: Problem::Malformed("not an index".into()),
+                    });
                 }
+                found.descriptors
             }
             Err(e) => {
                 self.absorb("referrers", e);

@@ -687,31 +687,17 @@ fn fetch_children(
 /// fallback tag when the API answers 404) and cosign's `sha256-HEX.{sig,att,sbom}` tags.
 async fn find_referrers(source: &RepoClient, subject: &Digest) -> Result<Vec<Referrer>, CopyError> {
     let mut out = Vec::new();
-    let descriptors = match source.referrers(subject).await? {
-        Some(list) => list,
-        None => {
-            // Referrers tag schema (distribution-spec 1.1, "Unavailable Referrers API").
-            let tag = subject.tag_form();
-            match source.head_manifest(&tag).await? {
-                None => Vec::new(),
-                Some(_) => {
-                    let index = source.get_manifest(&tag).await?;
-                    let list = match &index.contents {
-                        Contents::Index { manifests } => manifests.clone(),
-                        Contents::Image { .. } => Vec::new(),
-                    };
-                    out.push(Referrer {
-                        node: Node {
-                            manifest: index,
-                            children: Vec::new(),
-                        },
-                        tag: tag.parse().ok(),
-                    });
-                    list
-                }
-            }
-        }
-    };
+    let found = source.find_referrers(subject).await?;
+    if let Some(index) = found.tag_index {
+        out.push(Referrer {
+            node: Node {
+                manifest: index,
+                children: Vec::new(),
+            },
+            tag: subject.tag_form().parse().ok(),
+        });
+    }
+    let descriptors = found.descriptors;
     for d in descriptors {
         let m = source.get_manifest(d.digest.as_str()).await?;
         let node = fetch_children(source.clone(), m, 1).await?;

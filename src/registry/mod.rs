@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod error;
 pub mod google;
 pub mod pace;
+pub mod referrers;
 pub mod retry;
 pub mod settings;
 
