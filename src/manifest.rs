@@ -57,11 +57,21 @@ pub struct Platform {
 
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+        write_platform(f, &self.os, &self.architecture, self.variant.as_deref())
+    }
+}
+
+/// `os/arch[/variant]`, as `--platform` takes it and as an index entry's platform is shown.
+fn write_platform(
+    f: &mut std::fmt::Formatter<'_>,
+    os: &str,
+    architecture: &str,
+    variant: Option<&str>,
+) -> std::fmt::Result {
+    write!(f, "{os}/{architecture}")?;
+    match variant {
+        Some(v) => write!(f, "/{v}"),
+        None => Ok(()),
     }
 }
 
@@ -95,11 +105,7 @@ impl std::str::FromStr for PlatformFilter {
 
 impl std::fmt::Display for PlatformFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+        write_platform(f, &self.os, &self.architecture, self.variant.as_deref())
     }
 }
 

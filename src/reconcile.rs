@@ -135,29 +135,18 @@ async fn sync_repository(
     report: &mut SyncReport,
 ) {
     let loaded = relay.loaded();
-    let client = match loaded.registries.repo(repo) {
-        Ok(c) => c,
-        Err(e) => {
-            report.add(item(
-                rule,
-                repo.to_string(),
-                None,
-                "failed",
-                Some(e.to_string()),
-            ));
-            return;
-        }
+    let listing = match loaded.registries.repo(repo) {
+        Ok(c) => c
+            .list_tags()
+            .await
+            .map(|l| (c, l))
+            .map_err(|e| format!("listing tags: {e}")),
+        Err(e) => Err(e.to_string()),
     };
-    let listing = match client.list_tags().await {
-        Ok(l) => l,
-        Err(e) => {
-            report.add(item(
-                rule,
-                repo.to_string(),
-                None,
-                "failed",
-                Some(format!("listing tags: {e}")),
-            ));
+    let (client, listing) = match listing {
+        Ok(found) => found,
+        Err(reason) => {
+            report.add(item(rule, repo.to_string(), None, "failed", Some(reason)));
             return;
         }
     };

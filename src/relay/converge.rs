@@ -50,28 +50,16 @@ pub(super) fn target_name(target: &Repository, tag: Option<&Tag>) -> String {
 }
 
 impl Relay {
-    /// The event's image to every target of `m`.
-    pub(super) async fn copy(&self, loaded: &Loaded, event: &Event, m: &Match) -> Done {
-        self.converge(
-            loaded,
-            event,
-            m,
-            Cargo::Image,
-            Want::Image(event.digest.clone()),
-        )
-        .await
-    }
-
-    /// A referrer to every target of `m`, once its subject is there.
-    pub(super) async fn copy_referrer(&self, loaded: &Loaded, event: &Event, m: &Match) -> Done {
-        self.converge(
-            loaded,
-            event,
-            m,
-            Cargo::Referrer,
-            Want::Image(event.digest.clone()),
-        )
-        .await
+    /// The event's image (or referrer) to every target of `m`.
+    pub(super) async fn copy(
+        &self,
+        loaded: &Loaded,
+        event: &Event,
+        m: &Match,
+        cargo: Cargo,
+    ) -> Done {
+        let want = Want::Image(event.digest.clone());
+        self.converge(loaded, event, m, cargo, want).await
     }
 
     /// `on_delete = "propagate"`: remove the tag from the targets, but only once the source

@@ -26,6 +26,7 @@ use crate::registry::settings::ConfigError;
 use crate::rules::RuleSet;
 use crate::telemetry::Metrics;
 
+use converge::Cargo;
 pub use gate::Gates;
 pub use outcome::{Disposition, Outcome, TargetResult, TargetStatus};
 pub use plan::{Match, Plan, Rejection, plan};
@@ -117,7 +118,7 @@ impl Relay {
         for m in &plan.matches {
             let done = match (event.action, &m.release_of) {
                 (Action::Insert, Some(subject)) => self.release(&loaded, event, m, subject).await,
-                (Action::Insert, None) => self.copy(&loaded, event, m).await,
+                (Action::Insert, None) => self.copy(&loaded, event, m, Cargo::Image).await,
                 (Action::Delete, _) => self.delete(&loaded, event, m).await,
             };
             bytes += done.bytes;

@@ -3,6 +3,7 @@
 use crate::event::Event;
 use crate::reference::Digest;
 
+use super::converge::Cargo;
 use super::outcome::{TargetStatus, redelivery_can_help};
 use super::plan::Match;
 use super::{Done, Loaded, Relay};
@@ -58,7 +59,7 @@ impl Relay {
                 digest: Some(subject.clone()),
                 ..event.clone()
             };
-            out.extend(self.copy(loaded, &released, m).await);
+            out.extend(self.copy(loaded, &released, m, Cargo::Image).await);
         }
         let subject_released = out.targets.iter().any(|(_, s)| {
             matches!(
@@ -67,7 +68,7 @@ impl Relay {
             )
         });
         if subject_released {
-            out.extend(self.copy_referrer(loaded, event, m).await);
+            out.extend(self.copy(loaded, event, m, Cargo::Referrer).await);
         }
         out
     }
