@@ -166,7 +166,7 @@ async fn sync_repository(
                 let tag = &tag;
                 let digest = match listing.digests.get(tag.as_str()) {
                     Some(d) => Some(d.clone()),
-                    None => match client.head_manifest(tag.as_str()).await {
+                    None => match client.head_manifest(tag).await {
                         Ok(h) => h.and_then(|h| h.digest),
                         Err(e) => {
                             return vec![SyncResult::Failed(
@@ -257,10 +257,7 @@ async fn dry_run_tag(
         let source = format!("{repo}:{tag}");
         let target = format!("{t}:{tag}");
         let head = match loaded.registries.repo(t) {
-            Ok(c) => c
-                .head_manifest(tag.as_str())
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(c) => c.head_manifest(tag).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         out.push(match (head, &held) {

@@ -70,6 +70,18 @@ impl Digest {
         self.0.replacen(':', "-", 1)
     }
 
+    /// The referrers tag schema's tag for this digest: `sha256-HEX` (always a valid tag: a
+    /// digest is lowercase hex behind a short algorithm name).
+    pub fn referrers_tag(&self) -> Tag {
+        Tag(self.tag_form())
+    }
+
+    /// cosign's tag for one kind of artifact about this digest: `sha256-HEX.sig`, `.att`,
+    /// `.sbom`.
+    pub fn cosign_tag(&self, suffix: &str) -> Tag {
+        Tag(format!("{}.{suffix}", self.tag_form()))
+    }
+
     /// A streaming hasher for this digest's algorithm.
     pub fn hasher(&self) -> Hasher {
         match self.algorithm() {
@@ -277,12 +289,56 @@ pub struct Reference {
 
 impl Reference {
     /// What to ask the registry for: the digest when pinned, else the tag, else `latest`.
-    pub fn manifest_ref(&self) -> String {
+    pub fn manifest_ref(&self) -> ManifestRef<'_> {
+        static LATEST: std::sync::LazyLock<Tag> = std::sync::LazyLock::new(|| Tag("latest".into()));
         match (&self.digest, &self.tag) {
-            (Some(d), _) => d.to_string(),
-            (None, Some(t)) => t.to_string(),
-            (None, None) => "latest".to_owned(),
+            (Some(d), _) => ManifestRef::Digest(d),
+            (None, Some(t)) => ManifestRef::Tag(t),
+            (None, None) => ManifestRef::Tag(&LATEST),
         }
+    }
+}
+
+/// What names a manifest in a request to a registry: a tag, or a digest. Distinct types so
+/// that "children by digest, then the tag" is the compiler's to check, not a string's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestRef<'a> {
+    Tag(&'a Tag),
+    Digest(&'a Digest),
+}
+
+impl ManifestRef<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ManifestRef::Tag(t) => t.as_str(),
+            ManifestRef::Digest(d) => d.as_str(),
+        }
+    }
+
+    /// The digest the answer must hash to, when the reference is one.
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            ManifestRef::Digest(d) => Some(d),
+            ManifestRef::Tag(_) => None,
+        }
+    }
+}
+
+impl<'a> From<&'a Tag> for ManifestRef<'a> {
+    fn from(t: &'a Tag) -> Self {
+        ManifestRef::Tag(t)
+    }
+}
+
+impl<'a> From<&'a Digest> for ManifestRef<'a> {
+    fn from(d: &'a Digest) -> Self {
+        ManifestRef::Digest(d)
+    }
+}
+
+impl fmt::Display for ManifestRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

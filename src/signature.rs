@@ -27,7 +27,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::manifest::{Descriptor, Manifest};
-use crate::reference::Digest;
+use crate::reference::{Digest, ManifestRef};
 use crate::registry::error::RegistryError;
 use crate::registry::{RepoClient, transport};
 
@@ -264,15 +264,15 @@ pub async fn check(
     };
     // The tag first: it is where cosign puts signatures by default, and when it verifies the
     // referrers lookup (one or two more requests) is not needed.
-    let tag = format!("{}.sig", digest.tag_form());
-    if let Some(m) = gate.fetch(&tag, &tag, false).await
-        && let Some(key) = gate.check_manifest(&m, &tag).await
+    let tag = digest.cosign_tag("sig");
+    if let Some(m) = gate.fetch((&tag).into(), tag.as_str(), false).await
+        && let Some(key) = gate.check_manifest(&m, tag.as_str()).await
     {
         return Ok(Verdict::Signed { key });
     }
     for desc in gate.cosign_referrers().await {
         let at = format!("referrer {}", desc.digest);
-        if let Some(m) = gate.fetch(desc.digest.as_str(), &at, true).await
+        if let Some(m) = gate.fetch((&desc.digest).into(), &at, true).await
             && let Some(key) = gate.check_manifest(&m, &at).await
         {
             return Ok(Verdict::Signed { key });
@@ -320,7 +320,12 @@ struct Gate<'a> {
 impl Gate<'_> {
     /// GET a signature manifest. `listed` says whether something pointed at it (a referrer),
     /// which makes its absence a problem rather than "no signature here".
-    async fn fetch(&mut self, reference: &str, at: &str, listed: bool) -> Option<Manifest> {
+    async fn fetch(
+        &mut self,
+        reference: ManifestRef<'_>,
+        at: &str,
+        listed: bool,
+    ) -> Option<Manifest> {
         match self.source.get_manifest(reference).await {
             Ok(m) => {
                 self.found += 1;

@@ -16,7 +16,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 
 use crate::manifest::{Contents, Descriptor, Manifest, PlatformFilter};
-use crate::reference::{Digest, Reference, Tag};
+use crate::reference::{Digest, ManifestRef, Reference, Tag};
 use crate::registry::error::RegistryError;
 use crate::registry::settings::ConfigError;
 use crate::registry::{Registries, RepoClient};
@@ -349,7 +349,7 @@ impl Engine {
         }
         // One GET, not a HEAD and then a GET: the copy needs the manifest anyway, and its
         // bytes give the digest (checked against Docker-Content-Digest when sent).
-        match source.get_manifest(&reference.manifest_ref()).await {
+        match source.get_manifest(reference.manifest_ref()).await {
             Ok(m) => Ok((m.digest.clone(), Some(m))),
             Err(e) if e.is_not_found() => Err(CopyError::SourceNotFound(reference.clone())),
             Err(e) => Err(e.into()),
@@ -367,7 +367,7 @@ impl Engine {
     ) -> Result<Option<Manifest>, CopyError> {
         let root = match root {
             Some(m) => m,
-            None => source.get_manifest(digest.as_str()).await?,
+            None => source.get_manifest(digest).await?,
         };
         if !root.is_index() {
             return Ok(None);
@@ -423,12 +423,13 @@ impl Engine {
         digest: Option<&Digest>,
     ) -> Result<TargetHead, CopyError> {
         let client = self.registries.repo(&target.repo)?;
-        let reference = match (target_tag(source, target), digest) {
-            (Some(t), _) => t.to_string(),
-            (None, Some(d)) => d.to_string(),
+        let tag = target_tag(source, target);
+        let reference = match (&tag, digest) {
+            (Some(t), _) => ManifestRef::Tag(t),
+            (None, Some(d)) => ManifestRef::Digest(d),
             (None, None) => unreachable!("an untagged target is asked by digest"),
         };
-        let head = client.head_manifest(&reference).await?;
+        let head = client.head_manifest(reference).await?;
         Ok((client, head))
     }
 
@@ -442,7 +443,7 @@ impl Engine {
     ) -> Result<(Node, Vec<Referrer>), CopyError> {
         let root = match root {
             Some(m) => m,
-            None => source.get_manifest(digest.as_str()).await?,
+            None => source.get_manifest(digest).await?,
         };
         let node = fetch_children(source.clone(), root, 0).await?;
         let mut referrers = Vec::new();
@@ -533,7 +534,7 @@ impl Engine {
                 // must not write what the source has moved away from meanwhile.
                 let moved = || async {
                     let Some(source_tag) = guard else { return Ok(None) };
-                    let now = source.head_manifest(source_tag.as_str()).await?.and_then(|h| h.digest);
+                    let now = source.head_manifest(source_tag).await?.and_then(|h| h.digest);
                     Ok((now.as_ref() != Some(source_digest)).then_some(now))
                 };
                 let superseded = self
@@ -542,7 +543,7 @@ impl Engine {
                 self.blob_ctx.stats.manifest_pushed();
                 if let Some(now) = superseded {
                     // The content still goes in, by digest: "copied, tag left alone".
-                    self.put_root(node, || client.put_manifest(node.manifest.digest.as_str(), &node.manifest), client)
+                    self.put_root(node, || client.put_manifest_by_digest(&node.manifest), client)
                         .await?;
                     tracing::info!(target = %target, now = ?now, "source tag moved on: tag left alone");
                     return Ok(TargetOutcome::TagSuperseded { now });
@@ -565,7 +566,7 @@ impl Engine {
         for r in referrers {
             self.push_manifests(client, &r.node).await?;
             if let Some(tag) = &r.tag {
-                client.put_manifest(tag.as_str(), &r.node.manifest).await?;
+                client.put_manifest(tag, &r.node.manifest).await?;
                 self.blob_ctx.stats.manifest_pushed();
             }
         }
@@ -582,7 +583,7 @@ impl Engine {
         async move {
             self.push_children(client, node).await?;
             let m = &node.manifest;
-            self.put_root(node, || client.put_manifest(m.digest.as_str(), m), client)
+            self.put_root(node, || client.put_manifest_by_digest(m), client)
                 .await?;
             self.blob_ctx.stats.manifest_pushed();
             Ok(())
@@ -622,9 +623,7 @@ impl Engine {
             {
                 tracing::warn!(error = %e, "target lost children of the index; pushing them again");
                 for c in &node.children {
-                    client
-                        .put_manifest(c.manifest.digest.as_str(), &c.manifest)
-                        .await?;
+                    client.put_manifest_by_digest(&c.manifest).await?;
                 }
                 put().await?
             }
@@ -673,7 +672,7 @@ fn fetch_children(
             let source = source.clone();
             let digest = d.digest.clone();
             async move {
-                let m = source.get_manifest(digest.as_str()).await?;
+                let m = source.get_manifest(&digest).await?;
                 fetch_children(source, m, depth + 1).await
             }
         }))
@@ -694,23 +693,23 @@ async fn find_referrers(source: &RepoClient, subject: &Digest) -> Result<Vec<Ref
                 manifest: index,
                 children: Vec::new(),
             },
-            tag: subject.tag_form().parse().ok(),
+            tag: Some(subject.referrers_tag()),
         });
     }
     let descriptors = found.descriptors;
     for d in descriptors {
-        let m = source.get_manifest(d.digest.as_str()).await?;
+        let m = source.get_manifest(&d.digest).await?;
         let node = fetch_children(source.clone(), m, 1).await?;
         out.push(Referrer { node, tag: None });
     }
     for suffix in COSIGN_SUFFIXES {
-        let tag = format!("{}.{suffix}", subject.tag_form());
+        let tag = subject.cosign_tag(suffix);
         if source.head_manifest(&tag).await?.is_some() {
             let m = source.get_manifest(&tag).await?;
             let node = fetch_children(source.clone(), m, 1).await?;
             out.push(Referrer {
                 node,
-                tag: tag.parse().ok(),
+                tag: Some(tag),
             });
         }
     }

@@ -29,7 +29,7 @@ use reqwest::header::{
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::manifest::{self, Descriptor, Manifest};
-use crate::reference::{Digest, Repository, Tag};
+use crate::reference::{Digest, ManifestRef, Repository, Tag};
 use auth::{Challenge, HostAuth, Scope};
 use error::{Op, RegistryError, parse_error_body};
 use pace::Pace;
@@ -482,10 +482,11 @@ impl RepoClient {
     }
 
     /// HEAD a manifest by tag or digest; `None` when absent.
-    pub async fn head_manifest(
+    pub async fn head_manifest<'r>(
         &self,
-        reference: &str,
+        reference: impl Into<ManifestRef<'r>>,
     ) -> Result<Option<ManifestHead>, RegistryError> {
+        let reference = reference.into();
         let op = self.op("HEAD", format!("manifest {reference}"));
         let url = self.url(&format!("manifests/{reference}"));
         let scope = Scope::pull(&self.path);
@@ -509,11 +510,15 @@ impl RepoClient {
 
     /// GET a manifest. The bytes are hashed: when `reference` is a digest they must match it,
     /// and a `Docker-Content-Digest` the registry sends must match them too.
-    pub async fn get_manifest(&self, reference: &str) -> Result<Manifest, RegistryError> {
+    pub async fn get_manifest<'r>(
+        &self,
+        reference: impl Into<ManifestRef<'r>>,
+    ) -> Result<Manifest, RegistryError> {
+        let reference = reference.into();
         let op = self.op("GET", format!("manifest {reference}"));
         let url = self.url(&format!("manifests/{reference}"));
         let scope = Scope::pull(&self.path);
-        let pinned: Option<Digest> = reference.parse().ok();
+        let pinned: Option<Digest> = reference.digest().cloned();
         self.retrying(|_| async {
             let resp = self
                 .send(&op, Method::GET, &url, &scope, |r| {
@@ -559,9 +564,24 @@ impl RepoClient {
         .await
     }
 
-    /// PUT a manifest under a tag or its digest, with its own bytes and media type. Returns
-    /// whether the registry answered with `OCI-Subject` (it indexes referrers itself).
-    pub async fn put_manifest(&self, reference: &str, m: &Manifest) -> Result<bool, RegistryError> {
+    /// PUT a manifest under its own digest, with its own bytes and media type: how children
+    /// and referrers go, before any tag names them. Returns whether the registry answered
+    /// with `OCI-Subject` (it indexes referrers itself).
+    pub async fn put_manifest_by_digest(&self, m: &Manifest) -> Result<bool, RegistryError> {
+        self.put_manifest_at(ManifestRef::Digest(&m.digest), m)
+            .await
+    }
+
+    /// PUT a manifest under `tag` (everything it points to must already be in place).
+    pub async fn put_manifest(&self, tag: &Tag, m: &Manifest) -> Result<bool, RegistryError> {
+        self.put_manifest_at(ManifestRef::Tag(tag), m).await
+    }
+
+    async fn put_manifest_at(
+        &self,
+        reference: ManifestRef<'_>,
+        m: &Manifest,
+    ) -> Result<bool, RegistryError> {
         let op = self.op("PUT", format!("manifest {reference}"));
         self.retrying(|_| self.put_manifest_once(&op, reference, m))
             .await
@@ -590,7 +610,7 @@ impl RepoClient {
                 Err(e) => Ok(Err(e)),
                 Ok(Some(why)) => Ok(Ok(Some(why))),
                 Ok(None) => self
-                    .put_manifest_once(&op, tag.as_str(), m)
+                    .put_manifest_once(&op, ManifestRef::Tag(tag), m)
                     .await
                     .map(|_| Ok(None)),
             }
@@ -601,7 +621,7 @@ impl RepoClient {
     async fn put_manifest_once(
         &self,
         op: &Op,
-        reference: &str,
+        reference: ManifestRef<'_>,
         m: &Manifest,
     ) -> Result<bool, RegistryError> {
         let url = self.url(&format!("manifests/{reference}"));
@@ -633,10 +653,10 @@ impl RepoClient {
     /// breaks every index that lists it) along. That fallback is taken only when no other tag
     /// of the repository needs the manifest; otherwise the answer is [`TagDeletion::Shared`].
     pub async fn delete_tag(&self, tag: &Tag) -> Result<TagDeletion, RegistryError> {
-        let Some(head) = self.head_manifest(tag.as_str()).await? else {
+        let Some(head) = self.head_manifest(tag).await? else {
             return Ok(TagDeletion::Absent);
         };
-        let refused = match self.delete_manifest(tag.as_str()).await {
+        let refused = match self.delete_manifest(tag).await {
             Ok(()) => return Ok(TagDeletion::Deleted),
             Err(e) if matches!(e.status(), Some(400 | 405)) || e.has_code("UNSUPPORTED") => e,
             Err(e) => return Err(e),
@@ -647,7 +667,7 @@ impl RepoClient {
         if let Some((other, via)) = self.tag_needing(&digest, tag).await? {
             return Ok(TagDeletion::Shared { other, digest, via });
         }
-        self.delete_manifest(digest.as_str()).await?;
+        self.delete_manifest(&digest).await?;
         Ok(TagDeletion::Deleted)
     }
 
@@ -665,7 +685,7 @@ impl RepoClient {
             };
             let (at, media_type) = match listing.digests.get(name) {
                 Some(d) => (Some(d.clone()), None),
-                None => match self.head_manifest(name).await? {
+                None => match self.head_manifest(&tag).await? {
                     Some(h) => (h.digest, h.media_type),
                     None => continue,
                 },
@@ -678,8 +698,8 @@ impl RepoClient {
                 .is_none_or(|t| t == manifest::OCI_INDEX || t == manifest::DOCKER_MANIFEST_LIST);
             if maybe_index {
                 let m = match &at {
-                    Some(d) => self.get_manifest(d.as_str()).await?,
-                    None => self.get_manifest(name).await?,
+                    Some(d) => self.get_manifest(d).await?,
+                    None => self.get_manifest(&tag).await?,
                 };
                 if let manifest::Contents::Index { manifests } = &m.contents
                     && manifests.iter().any(|c| &c.digest == digest)
@@ -692,7 +712,11 @@ impl RepoClient {
     }
 
     /// DELETE a manifest or tag; a missing one counts as deleted.
-    pub async fn delete_manifest(&self, reference: &str) -> Result<(), RegistryError> {
+    pub async fn delete_manifest<'r>(
+        &self,
+        reference: impl Into<ManifestRef<'r>>,
+    ) -> Result<(), RegistryError> {
+        let reference = reference.into();
         let op = self.op("DELETE", format!("manifest {reference}"));
         let url = self.url(&format!("manifests/{reference}"));
         let scope = Scope::push(&self.path);

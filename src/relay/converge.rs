@@ -73,7 +73,7 @@ impl Relay {
         };
         let status = match loaded.registries.repo(&event.repo) {
             Err(e) => TargetStatus::failed(e.to_string(), false),
-            Ok(source) => match source.head_manifest(tag.as_str()).await {
+            Ok(source) => match source.head_manifest(tag).await {
                 Ok(None) => {
                     return self
                         .converge(loaded, event, m, Cargo::Image, Want::Absent)
@@ -334,11 +334,11 @@ impl Relay {
 /// The digest the source tag names now (`None`: no such tag), from a HEAD, or from the bytes
 /// when the registry sends no `Docker-Content-Digest`.
 async fn source_tag(source: &RepoClient, tag: &Tag) -> Result<Option<Digest>, RegistryError> {
-    match source.head_manifest(tag.as_str()).await? {
+    match source.head_manifest(tag).await? {
         None => Ok(None),
         Some(ManifestHead {
             digest: Some(d), ..
         }) => Ok(Some(d)),
-        Some(_) => Ok(Some(source.get_manifest(tag.as_str()).await?.digest)),
+        Some(_) => Ok(Some(source.get_manifest(tag).await?.digest)),
     }
 }

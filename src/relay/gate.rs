@@ -50,10 +50,7 @@ impl Gates {
         };
         let digest = match &event.digest {
             Some(d) => d.clone(),
-            None => match source
-                .head_manifest(&event.reference().manifest_ref())
-                .await
-            {
+            None => match source.head_manifest(event.reference().manifest_ref()).await {
                 Ok(Some(ManifestHead {
                     digest: Some(d), ..
                 })) => d,
@@ -111,7 +108,7 @@ impl Gates {
         rule: &Rule,
         policy: &VulnerabilityPolicy,
     ) -> Option<TargetStatus> {
-        let manifest = match source.get_manifest(digest.as_str()).await {
+        let manifest = match source.get_manifest(digest).await {
             Ok(m) => m,
             Err(e) => return Some(TargetStatus::registry_failure(&e)),
         };

@@ -1,7 +1,7 @@
 //! A referrer arrived for an image: release the tags a gate held back, and bring the referrer.
 
 use crate::event::Event;
-use crate::reference::Digest;
+use crate::reference::{Digest, Tag};
 
 use super::converge::Cargo;
 use super::outcome::{TargetStatus, redelivery_can_help};
@@ -39,10 +39,13 @@ impl Relay {
             targets: Vec::new(),
             bytes: 0,
         };
-        for tag in listing.tags.iter().filter(|t| m.rule.selects_tag(t)) {
-            let digest = match listing.digests.get(tag) {
+        for name in listing.tags.iter().filter(|t| m.rule.selects_tag(t)) {
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
+            let digest = match listing.digests.get(name) {
                 Some(d) => Some(d.clone()),
-                None => match source.head_manifest(tag).await {
+                None => match source.head_manifest(&tag).await {
                     Ok(h) => h.and_then(|h| h.digest),
                     Err(e) => {
                         out.extend(failed(e.to_string(), redelivery_can_help(&e)));
@@ -53,7 +56,6 @@ impl Relay {
             if digest.as_ref() != Some(subject) {
                 continue;
             }
-            let Ok(tag) = tag.parse() else { continue };
             let released = Event {
                 tag: Some(tag),
                 digest: Some(subject.clone()),
