@@ -47,6 +47,15 @@ fn codes_suffix(codes: &[ErrorCode]) -> String {
         .collect()
 }
 
+/// Whether an HTTP status says that the same request, sent again later, can succeed without
+/// anyone changing anything: 408 and 429 (the server was busy or slow), and 5xx (it failed on its
+/// own side). 401/403 are not: they need someone to grant access first. Every client of the
+/// relay (registries, token services, Google APIs) decides retries with this one function, so a
+/// status cannot be retried by one and given up on by another.
+pub fn status_is_retryable(status: u16) -> bool {
+    matches!(status, 408 | 429) || (500..=599).contains(&status)
+}
+
 /// A failed registry operation.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
@@ -102,9 +111,7 @@ impl RegistryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Transport { .. } => true,
-            RegistryError::Status { status, .. } => {
-                matches!(status, 408 | 429) || (500..=599).contains(status)
-            }
+            RegistryError::Status { status, .. } => status_is_retryable(*status),
             _ => false,
         }
     }
