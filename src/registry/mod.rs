@@ -10,6 +10,7 @@
 
 pub mod artifact_registry;
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod google;
 pub mod pace;
@@ -463,7 +464,15 @@ impl RepoClient {
             self.host.backoff.pause(d);
             self.host.pace.paused_until(tokio::time::Instant::now() + d);
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        // The status decides what happens next; the body only adds the registry's error codes,
+        // so a body that cannot be read costs the codes, never the status.
+        let body = match body::read_capped(resp, body::MAX_ERROR_BODY_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%op, status, "error body not read: {e}");
+                bytes::Bytes::new()
+            }
+        };
         RegistryError::Status {
             op: op.clone(),
             status,
@@ -517,16 +526,9 @@ impl RepoClient {
             let content_type = header_str(&resp, CONTENT_TYPE.as_str()).map(str::to_owned);
             let announced: Option<Digest> =
                 header_str(&resp, "docker-content-digest").and_then(|d| d.parse().ok());
-            if resp
-                .content_length()
-                .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
-            {
-                return Err(RegistryError::Protocol {
-                    op: op.clone(),
-                    detail: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
-                });
-            }
-            let bytes = resp.bytes().await.map_err(|e| transport(&op, &e))?;
+            let bytes = body::read_capped(resp, MAX_MANIFEST_BYTES)
+                .await
+                .map_err(|e| e.for_op(&op))?;
             let want = pinned.clone().or(announced.clone());
             let digest = match want {
                 Some(d) => {
@@ -920,7 +922,9 @@ impl RepoClient {
                 return Err(self.fail(op, resp).await);
             }
             let next = header_str(&resp, "link").and_then(|l| next_link(url, l));
-            let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
+            let body = body::read_capped(resp, body::MAX_LISTING_BYTES)
+                .await
+                .map_err(|e| e.for_op(op))?;
             Ok((body, next))
         })
         .await
@@ -950,7 +954,9 @@ impl RepoClient {
                 #[serde(default)]
                 manifests: Vec<Descriptor>,
             }
-            let body = resp.bytes().await.map_err(|e| transport(&op, &e))?;
+            let body = body::read_capped(resp, body::MAX_LISTING_BYTES)
+                .await
+                .map_err(|e| e.for_op(&op))?;
             let idx: Index =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                     op: op.clone(),
