@@ -89,7 +89,10 @@ mod tests {
     async fn server(n: usize) -> String {
         use axum::body::Body;
         let app = axum::Router::new()
-            .route("/sized", axum::routing::get(move || async move { vec![b'x'; n] }))
+            .route(
+                "/sized",
+                axum::routing::get(move || async move { vec![b'x'; n] }),
+            )
             .route(
                 "/streamed",
                 axum::routing::get(move || async move {
