@@ -758,7 +758,7 @@ mod tests {
                 repository: "team/app".into(),
                 object: "manifest v1".into(),
             },
-            auth: e,
+            auth: Box::new(e),
         }
     }
 

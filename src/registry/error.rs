@@ -86,8 +86,9 @@ pub enum RegistryError {
     /// Credentials could not be obtained or were refused by the token service. The
     /// [`AuthError`] is kept whole: whether its token service was busy or refusing decides
     /// between retrying and giving up.
+    // Boxed: inline, it would make every registry result larger than its other errors do.
     #[error("{op}: authentication failed: {auth}")]
-    Auth { op: Op, auth: AuthError },
+    Auth { op: Op, auth: Box<AuthError> },
 }
 
 impl RegistryError {
@@ -219,7 +220,10 @@ mod tests {
 
     #[test]
     fn token_service_failures_are_retryable_or_denied_by_their_status() {
-        let auth = |auth: AuthError| RegistryError::Auth { op: op(), auth };
+        let auth = |auth: AuthError| RegistryError::Auth {
+            op: op(),
+            auth: Box::new(auth),
+        };
         let status = |status| {
             auth(AuthError::Status {
                 service: "token service https://auth.example/token".into(),

@@ -189,7 +189,7 @@ impl Registries {
                     .await
                     .map_err(|a| RegistryError::Auth {
                         op: e.op().clone(),
-                        auth: a,
+                        auth: Box::new(a),
                     })?;
                 let Some(token) = token else { return Err(e) };
                 let api = std::env::var(artifact_registry::API_URL_ENV)
@@ -417,7 +417,7 @@ impl RepoClient {
             .await
             .map_err(|e| RegistryError::Auth {
                 op: op.clone(),
-                auth: e,
+                auth: Box::new(e),
             })?;
         // Another worker may have been told to slow down by this host: everyone waits, then
         // takes a turn at the pace this host has taught.

@@ -227,11 +227,11 @@ mod tests {
                 repository: "a".into(),
                 object: "manifest v1".into(),
             },
-            auth: AuthError::Status {
+            auth: Box::new(AuthError::Status {
                 service: "token service https://auth.example/token".into(),
                 status,
                 hint: None,
-            },
+            }),
         };
         let policy = RetryPolicy::default();
         let calls = AtomicU32::new(0);
