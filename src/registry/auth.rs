@@ -691,6 +691,7 @@ async fn fetch_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::error::{Op, RegistryError};
 
     #[test]
     fn bearer_challenge_with_quoted_commas_parses() {
@@ -738,7 +739,7 @@ mod tests {
     }
 
     /// What a request for a pull token meets at `realm`, as the registry client sees it.
-    async fn token_error(realm: String) -> super::super::error::RegistryError {
+    async fn token_error(realm: String) -> RegistryError {
         let auth = HostAuth::new(Arc::new(Static(Credential::Basic {
             username: "relay".into(),
             password: Secret::new("s3cret"),
@@ -751,8 +752,8 @@ mod tests {
             .header(&reqwest::Client::new(), &Scope::pull("team/app"))
             .await
             .unwrap_err();
-        super::super::error::RegistryError::Auth {
-            op: super::super::error::Op {
+        RegistryError::Auth {
+            op: Op {
                 method: "GET",
                 registry: "registry.example".into(),
                 repository: "team/app".into(),
@@ -772,10 +773,10 @@ mod tests {
 
         let e = token_error(token_service(401, "no").await).await;
         assert!(!e.is_retryable() && e.is_denied(), "{e}");
-        assert!(
-            matches!(&e, super::super::error::RegistryError::Auth { auth, .. } if auth.status() == Some(401)),
-            "{e}"
-        );
+        let RegistryError::Auth { auth, .. } = &e else {
+            panic!("not an auth error: {e}")
+        };
+        assert_eq!(auth.status(), Some(401));
         // The token service's status is not the registry's.
         assert_eq!(e.status(), None);
         let e = token_error(token_service(403, "no").await).await;

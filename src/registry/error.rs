@@ -104,7 +104,8 @@ impl RegistryError {
     }
 
     /// HTTP status, when the registry answered. A token service's status is not the
-    /// registry's (a 404 from it does not mean the object is missing): it is in [`AuthError::status`].
+    /// registry's (a 404 from it does not mean the object is missing): that one is in
+    /// [`AuthError::status`].
     pub fn status(&self) -> Option<u16> {
         match self {
             RegistryError::Status { status, .. } => Some(*status),
