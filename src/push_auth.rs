@@ -25,6 +25,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::registry::body::read_capped;
+
 /// Where Google publishes the keys that sign its OIDC ID tokens (a JWKS document).
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 
@@ -595,7 +597,7 @@ impl KeyCache {
     /// One GET of the JWKS; the error text names the URL and what went wrong.
     async fn fetch(&self) -> Result<KeySet, String> {
         let url = &self.url;
-        let mut response = self
+        let response = self
             .http
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
@@ -617,17 +619,9 @@ impl KeyCache {
             header(reqwest::header::CACHE_CONTROL).as_deref(),
             header(reqwest::header::AGE).as_deref(),
         );
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let body = read_capped(response, MAX_JWKS_BYTES)
             .await
-            .map_err(|e| format!("GET {url}: reading the body: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("GET {url}: body exceeds {MAX_JWKS_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| format!("GET {url}: {e}"))?;
         let keys = parse_jwks(&body).map_err(|e| format!("GET {url}: {e}"))?;
         tracing::info!(url = %url, keys = keys.len(), max_age_secs = max_age.as_secs(), "fetched the JWKS");
         Ok(KeySet {

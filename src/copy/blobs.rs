@@ -178,10 +178,7 @@ pub async fn ensure_blob(
     let mut waiters = Vec::new();
     {
         let Ok(_permit) = ctx.jobs.acquire().await else {
-            return results
-                .into_iter()
-                .map(|_| Ok(BlobAction::Skipped))
-                .collect();
+            return filled(results, targets, &blob.digest);
         };
         // Phase 1: what each target needs, asked concurrently.
         let checks = futures_util::future::join_all(targets.iter().map(|t| async move {
@@ -272,10 +269,28 @@ pub async fn ensure_blob(
             single(ctx, source, blob, t, None).await
         });
     }
-    results
+    filled(results, targets, &blob.digest)
+}
+
+/// One result per target from slots the phases above fill. A slot nothing filled is a
+/// bookkeeping slip of the engine: it surfaces as an error, never as a blob in place.
+fn filled<T>(
+    slots: Vec<Option<Result<T, RegistryError>>>,
+    targets: &[RepoClient],
+    digest: &Digest,
+) -> Vec<Result<T, RegistryError>> {
+    slots
         .into_iter()
-        .map(|r| r.unwrap_or(Ok(BlobAction::Skipped)))
+        .zip(targets)
+        .map(|(r, t)| r.unwrap_or_else(|| Err(unrecorded(t, digest))))
         .collect()
+}
+
+fn unrecorded(target: &RepoClient, digest: &Digest) -> RegistryError {
+    RegistryError::Internal {
+        op: target.op("PUT", format!("blob {digest}")),
+        detail: "no result was recorded for this target".into(),
+    }
 }
 
 async fn single(
@@ -292,7 +307,9 @@ async fn single(
         claim: None,
     };
     let mut out = stream_with_retries(ctx, source, blob, vec![sink]).await;
-    out.pop().map(|(_, r)| r).unwrap_or(Ok(BlobAction::Copied))
+    out.pop()
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| Err(unrecorded(target, &blob.digest)))
 }
 
 /// Stream the blob into every sink, retrying the whole transfer (a fresh source GET and fresh
@@ -401,8 +418,9 @@ async fn stream_once(
             }
         }
     };
+    let targets: Vec<RepoClient> = sinks.iter().map(|s| s.target.clone()).collect();
     if sessions.iter().all(Option::is_none) {
-        return results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect();
+        return filled(results, &targets, digest);
     }
     let resp = match source.open_blob(digest).await {
         Ok(r) => r,
@@ -542,7 +560,7 @@ async fn stream_once(
             (None, r) => r,
         });
     }
-    results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    filled(results, &targets, digest)
 }
 
 /// Send a chunk to every live upload; an upload whose receiver is gone has failed and is

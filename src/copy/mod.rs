@@ -91,6 +91,10 @@ pub enum CopyError {
         source_ref: Reference,
         reason: String,
     },
+    /// The engine lost track of a target's result: a bug, reported as one instead of being
+    /// taken for success.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<ConfigError> for CopyError {
@@ -329,11 +333,9 @@ impl Engine {
             .targets
             .iter()
             .cloned()
-            .zip(
-                results
-                    .into_iter()
-                    .map(|r| r.unwrap_or(Ok(TargetOutcome::Copied))),
-            )
+            .zip(results.into_iter().map(|r| {
+                r.unwrap_or_else(|| Err(CopyError::Internal("no result for this target".into())))
+            }))
             .collect();
         report
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::body::{MAX_LISTING_BYTES, read_capped};
 use super::error::{Op, RegistryError};
 
 /// Where the Artifact Registry API lives; overridable for tests.
@@ -80,7 +81,7 @@ pub async fn list_repositories(
         }
         let resp = req.send().await.map_err(|e| super::transport(&op, &e))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| super::transport(&op, &e))?;
+        // Google API errors carry no distribution error codes: the status is all there is to keep.
         if !(200..300).contains(&status) {
             return Err(RegistryError::Status {
                 op: op.clone(),
@@ -89,6 +90,9 @@ pub async fn list_repositories(
                 retry_after: None,
             });
         }
+        let body = read_capped(resp, MAX_LISTING_BYTES)
+            .await
+            .map_err(|e| e.for_op(&op))?;
         let page: Page = serde_json::from_slice(&body)
             .map_err(|e| protocol(format!("unexpected answer: {e}")))?;
         for img in page.docker_images {

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::Mutex;
 
+use super::body::{BodyError, MAX_TOKEN_RESPONSE_BYTES, read_capped};
+use super::error::status_is_retryable;
+use super::error_chain;
+
 /// A secret string whose `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -53,10 +57,89 @@ pub enum Credential {
     IdentityToken(Secret),
 }
 
-/// Why credentials could not be had.
+/// Why credentials could not be had. What the token service answered is kept, not only said:
+/// a busy token service (a retry helps) and a refusing one (someone must grant access first)
+/// call for opposite reactions from the caller.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthError(pub String);
+pub enum AuthError {
+    /// A token service (a registry's token realm, IAM Credentials) answered with an error
+    /// status. `hint` says what a refusal usually means there; it is left out of the message
+    /// when the status is retryable, since it would misdirect the reader then.
+    #[error("{service} answered HTTP {status}{}", hint_suffix(*.status, *.hint))]
+    Status {
+        /// The token service, named as in every message about it (`token service https://..`).
+        service: String,
+        status: u16,
+        hint: Option<&'static str>,
+    },
+    /// No answer from a token service: connection refused or reset, timeout, broken body.
+    #[error("{service}: {detail}")]
+    Transport { service: String, detail: String },
+    /// The token service, or the registry's challenge naming it, answered with something that
+    /// is not usable: a realm that is not a URL, a body that is not a token. The same answer
+    /// would come back.
+    #[error("{service}: {detail}")]
+    Answer { service: String, detail: String },
+    /// Google's credentials library found no token. It has already retried the metadata server
+    /// on its own and says whether later attempts may succeed; the status behind that is not in
+    /// its public error type.
+    #[error("{detail}")]
+    Google { detail: String, transient: bool },
+    /// The credentials themselves are missing, unreadable or unusable (Docker config, a
+    /// credential helper, application default credentials): someone must fix them.
+    #[error("{0}")]
+    Credentials(String),
+}
+
+fn hint_suffix(status: u16, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) if !status_is_retryable(status) => format!(" ({h})"),
+        _ => String::new(),
+    }
+}
+
+impl AuthError {
+    /// The token service's HTTP status, when it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AuthError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether asking again later can succeed on its own: a token service status that
+    /// [`status_is_retryable`] (408, 429, 5xx), or what Google's library calls transient.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AuthError::Status { status, .. } => status_is_retryable(*status),
+            AuthError::Google { transient, .. } => *transient,
+            // Unlike a registry's, no answer from a token service is not retried: a realm whose
+            // certificate nobody trusts ends up here too, and fails the same way every time.
+            AuthError::Transport { .. } => false,
+            AuthError::Answer { .. } | AuthError::Credentials(_) => false,
+        }
+    }
+
+    /// Whether someone must grant access or fix the credentials before a token can be had: a
+    /// 401/403 from the token service, and every other failure no retry gets past.
+    pub fn is_denied(&self) -> bool {
+        !self.is_retryable()
+    }
+
+    /// A broken or oversized answer of the token service `service`.
+    pub(super) fn body(service: String, e: BodyError) -> AuthError {
+        match e {
+            BodyError::Read(e) => AuthError::Transport {
+                service,
+                detail: error_chain(&e),
+            },
+            e @ BodyError::TooLarge { .. } => AuthError::Answer {
+                service,
+                detail: e.to_string(),
+            },
+        }
+    }
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -112,10 +195,15 @@ impl DockerConfig {
         let text = match tokio::fs::read_to_string(&path).await {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Credential::Anonymous),
-            Err(e) => return Err(AuthError(format!("reading {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(AuthError::Credentials(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )));
+            }
         };
         let file: DockerConfigFile = serde_json::from_str(&text)
-            .map_err(|e| AuthError(format!("{}: {e}", path.display())))?;
+            .map_err(|e| AuthError::Credentials(format!("{}: {e}", path.display())))?;
         file.credential_for(&self.host, &path).await
     }
 }
@@ -194,19 +282,19 @@ impl DockerConfigFile {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(a.trim())
                     .map_err(|err| {
-                        AuthError(format!(
+                        AuthError::Credentials(format!(
                             "{}: auths.{host}.auth is not base64: {err}",
                             path.display()
                         ))
                     })?;
                 let s = String::from_utf8(raw).map_err(|_| {
-                    AuthError(format!(
+                    AuthError::Credentials(format!(
                         "{}: auths.{host}.auth is not UTF-8",
                         path.display()
                     ))
                 })?;
                 let (u, p) = s.split_once(':').ok_or_else(|| {
-                    AuthError(format!(
+                    AuthError::Credentials(format!(
                         "{}: auths.{host}.auth is not user:password",
                         path.display()
                     ))
@@ -241,24 +329,24 @@ async fn run_credential_helper(name: &str, host: &str) -> Result<Credential, Aut
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| AuthError(format!("running {program}: {e}")))?;
+        .map_err(|e| AuthError::Credentials(format!("running {program}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(host.as_bytes())
             .await
-            .map_err(|e| AuthError(format!("writing to {program}: {e}")))?;
+            .map_err(|e| AuthError::Credentials(format!("writing to {program}: {e}")))?;
     }
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .map_err(|_| AuthError(format!("{program} did not answer within 30 s")))?
-        .map_err(|e| AuthError(format!("running {program}: {e}")))?;
+        .map_err(|_| AuthError::Credentials(format!("{program} did not answer within 30 s")))?
+        .map_err(|e| AuthError::Credentials(format!("running {program}: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // "credentials not found" is how helpers say "no entry": fall back to anonymous.
         if stdout.contains("credentials not found") {
             return Ok(Credential::Anonymous);
         }
-        return Err(AuthError(format!(
+        return Err(AuthError::Credentials(format!(
             "{program} get failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -271,8 +359,9 @@ async fn run_credential_helper(name: &str, host: &str) -> Result<Credential, Aut
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let h: HelperOut = serde_json::from_str(&stdout)
-        .map_err(|e| AuthError(format!("{program} printed no credentials JSON: {e}")))?;
+    let h: HelperOut = serde_json::from_str(&stdout).map_err(|e| {
+        AuthError::Credentials(format!("{program} printed no credentials JSON: {e}"))
+    })?;
     // Docker's convention for helpers that hold an identity token instead of a password.
     if h.username == "<token>" {
         return Ok(Credential::IdentityToken(Secret::new(h.secret)));
@@ -455,7 +544,7 @@ impl HostAuth {
                 Ok(Some(header))
             }
             Some(Challenge::Basic) => match self.source.credential().await? {
-                Credential::IdentityToken(_) => Err(AuthError(
+                Credential::IdentityToken(_) => Err(AuthError::Credentials(
                     "the registry asks for Basic auth, but the credential is an identity token, \
                      which only a token service accepts"
                         .into(),
@@ -504,8 +593,10 @@ async fn fetch_token(
     scope: &Scope,
     cred: &Credential,
 ) -> Result<(Secret, Duration), AuthError> {
-    let url =
-        url::Url::parse(realm).map_err(|e| AuthError(format!("token realm {realm:?}: {e}")))?;
+    let url = url::Url::parse(realm).map_err(|e| AuthError::Answer {
+        service: format!("token realm {realm:?}"),
+        detail: e.to_string(),
+    })?;
     let req = match cred {
         // The refresh token goes in a form body, never in a URL.
         Credential::IdentityToken(refresh) => {
@@ -538,17 +629,28 @@ async fn fetch_token(
             }
         }
     };
-    let realm_for_errors = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| AuthError(format!("token service {realm_for_errors}: {e}")))?;
+    let service = format!(
+        "token service {}://{}{}",
+        url.scheme(),
+        url.authority(),
+        url.path()
+    );
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(AuthError::Transport {
+                service,
+                detail: error_chain(&e),
+            });
+        }
+    };
     let status = resp.status();
     if !status.is_success() {
-        return Err(AuthError(format!(
-            "token service {realm_for_errors} answered HTTP {}",
-            status.as_u16()
-        )));
+        return Err(AuthError::Status {
+            service,
+            status: status.as_u16(),
+            hint: None,
+        });
     }
     #[derive(serde::Deserialize)]
     struct TokenResponse {
@@ -559,24 +661,25 @@ async fn fetch_token(
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| AuthError(format!("token service {realm_for_errors}: {e}")))?;
-    let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-        AuthError(format!(
-            "token service {realm_for_errors}: not a token response: {e}"
-        ))
-    })?;
-    let token = t
-        .token
-        .or(t.access_token)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            AuthError(format!(
-                "token service {realm_for_errors}: response has no token"
-            ))
-        })?;
+    let body = match read_capped(resp, MAX_TOKEN_RESPONSE_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return Err(AuthError::body(service, e)),
+    };
+    let t: TokenResponse = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(AuthError::Answer {
+                service,
+                detail: format!("not a token response: {e}"),
+            });
+        }
+    };
+    let Some(token) = t.token.or(t.access_token).filter(|t| !t.is_empty()) else {
+        return Err(AuthError::Answer {
+            service,
+            detail: "response has no token".into(),
+        });
+    };
     let lifetime = t
         .expires_in
         .map(Duration::from_secs)
@@ -588,6 +691,7 @@ async fn fetch_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::error::{Op, RegistryError};
 
     #[test]
     fn bearer_challenge_with_quoted_commas_parses() {
@@ -621,6 +725,78 @@ mod tests {
             password: Secret::new("hunter2"),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A token service on loopback answering every request with `status` and `body`.
+    async fn token_service(status: u16, body: &'static str) -> String {
+        let app = axum::Router::new().fallback(move || async move {
+            (axum::http::StatusCode::from_u16(status).unwrap(), body)
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        format!("http://{addr}/token")
+    }
+
+    /// What a request for a pull token meets at `realm`, as the registry client sees it.
+    async fn token_error(realm: String) -> RegistryError {
+        let auth = HostAuth::new(Arc::new(Static(Credential::Basic {
+            username: "relay".into(),
+            password: Secret::new("s3cret"),
+        })));
+        auth.learn(Challenge::Bearer {
+            realm,
+            service: Some("registry.example".into()),
+        });
+        let e = auth
+            .header(&reqwest::Client::new(), &Scope::pull("team/app"))
+            .await
+            .unwrap_err();
+        RegistryError::Auth {
+            op: Op {
+                method: "GET",
+                registry: "registry.example".into(),
+                repository: "team/app".into(),
+                object: "manifest v1".into(),
+            },
+            auth: Box::new(e),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_token_service_is_retried_and_a_refusing_one_is_not() {
+        let e = token_error(token_service(503, "busy").await).await;
+        assert!(e.is_retryable() && !e.is_denied(), "{e}");
+        assert!(e.to_string().contains("answered HTTP 503"), "{e}");
+        let e = token_error(token_service(429, "").await).await;
+        assert!(e.is_retryable() && !e.is_denied(), "{e}");
+
+        let e = token_error(token_service(401, "no").await).await;
+        assert!(!e.is_retryable() && e.is_denied(), "{e}");
+        let RegistryError::Auth { auth, .. } = &e else {
+            panic!("not an auth error: {e}")
+        };
+        assert_eq!(auth.status(), Some(401));
+        // The token service's status is not the registry's.
+        assert_eq!(e.status(), None);
+        let e = token_error(token_service(403, "no").await).await;
+        assert!(!e.is_retryable() && e.is_denied(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unusable_token_answers_fail_for_good_naming_the_service() {
+        let e = token_error(token_service(200, "<html>").await).await;
+        assert!(!e.is_retryable() && e.is_denied(), "{e}");
+        assert!(e.to_string().contains("not a token response"), "{e}");
+
+        let huge: &'static str = "x".repeat(MAX_TOKEN_RESPONSE_BYTES + 1).leak();
+        let e = token_error(token_service(200, huge).await).await;
+        let s = e.to_string();
+        assert!(!e.is_retryable(), "{s}");
+        assert!(
+            s.contains("token service http://127.0.0.1:") && s.contains("limit of 1 MiB"),
+            "{s}"
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::auth::AuthError;
+
 /// What was being done when a registry failed: named in every error.
 #[derive(Debug, Clone)]
 pub struct Op {
@@ -47,6 +49,15 @@ fn codes_suffix(codes: &[ErrorCode]) -> String {
         .collect()
 }
 
+/// Whether an HTTP status says that the same request, sent again later, can succeed without
+/// anyone changing anything: 408 and 429 (the server was busy or slow), and 5xx (it failed on its
+/// own side). 401/403 are not: they need someone to grant access first. Every client of the
+/// relay (registries, token services, Google APIs) decides retries with this one function, so a
+/// status cannot be retried by one and given up on by another.
+pub fn status_is_retryable(status: u16) -> bool {
+    matches!(status, 408 | 429) || (500..=599).contains(&status)
+}
+
 /// A failed registry operation.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
@@ -72,9 +83,16 @@ pub enum RegistryError {
     /// expired): not retried, since trying again meets the same certificate.
     #[error("{op}: TLS: the certificate of {} cannot be verified: {detail}", .op.registry)]
     Untrusted { op: Op, detail: String },
-    /// Credentials could not be obtained or were refused by the token service.
-    #[error("{op}: authentication failed: {detail}")]
-    Auth { op: Op, detail: String },
+    /// Credentials could not be obtained or were refused by the token service. The
+    /// [`AuthError`] is kept whole: whether its token service was busy or refusing decides
+    /// between retrying and giving up.
+    // Boxed: inline, it would make every registry result larger than its other errors do.
+    #[error("{op}: authentication failed: {auth}")]
+    Auth { op: Op, auth: Box<AuthError> },
+    /// The copy engine lost track of this operation's result: a bug, reported as one (never
+    /// retried, never taken for success).
+    #[error("{op}: internal error: {detail}")]
+    Internal { op: Op, detail: String },
 }
 
 impl RegistryError {
@@ -85,11 +103,14 @@ impl RegistryError {
             | RegistryError::Content { op, .. }
             | RegistryError::Protocol { op, .. }
             | RegistryError::Untrusted { op, .. }
-            | RegistryError::Auth { op, .. } => op,
+            | RegistryError::Auth { op, .. }
+            | RegistryError::Internal { op, .. } => op,
         }
     }
 
-    /// HTTP status, when the registry answered.
+    /// HTTP status, when the registry answered. A token service's status is not the
+    /// registry's (a 404 from it does not mean the object is missing): that one is in
+    /// [`AuthError::status`].
     pub fn status(&self) -> Option<u16> {
         match self {
             RegistryError::Status { status, .. } => Some(*status),
@@ -98,13 +119,13 @@ impl RegistryError {
     }
 
     /// Whether trying the same thing again later can succeed on its own: no answer, 408, 429,
-    /// 5xx. 401/403 are not: they need someone to grant access first.
+    /// 5xx, from the registry or from its token service. 401/403 are not: they need someone to
+    /// grant access first.
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Transport { .. } => true,
-            RegistryError::Status { status, .. } => {
-                matches!(status, 408 | 429) || (500..=599).contains(status)
-            }
+            RegistryError::Status { status, .. } => status_is_retryable(*status),
+            RegistryError::Auth { auth, .. } => auth.is_retryable(),
             _ => false,
         }
     }
@@ -120,9 +141,11 @@ impl RegistryError {
         self.status() == Some(404)
     }
 
-    /// Whether the registry refused access: missing or insufficient permission.
+    /// Whether the registry refused access: missing or insufficient permission, or credentials
+    /// that could not be had for a reason no retry gets past.
     pub fn is_denied(&self) -> bool {
-        matches!(self.status(), Some(401 | 403)) || matches!(self, RegistryError::Auth { .. })
+        matches!(self.status(), Some(401 | 403))
+            || matches!(self, RegistryError::Auth { auth, .. } if auth.is_denied())
     }
 
     /// Whether the registry named this error code (`MANIFEST_BLOB_UNKNOWN`, `DENIED`...).
@@ -199,5 +222,42 @@ mod tests {
             };
             assert_eq!(e.is_retryable(), want, "status {s}");
         }
+    }
+
+    #[test]
+    fn token_service_failures_are_retryable_or_denied_by_their_status() {
+        let auth = |auth: AuthError| RegistryError::Auth {
+            op: op(),
+            auth: Box::new(auth),
+        };
+        let status = |status| {
+            auth(AuthError::Status {
+                service: "token service https://auth.example/token".into(),
+                status,
+                hint: None,
+            })
+        };
+        for s in [408, 429, 500, 503] {
+            let e = status(s);
+            assert!(e.is_retryable() && !e.is_denied(), "{e}");
+        }
+        for s in [400, 401, 403, 404] {
+            let e = status(s);
+            assert!(!e.is_retryable() && e.is_denied(), "{e}");
+            // A 404 from the token service is not a missing manifest.
+            assert!(!e.is_not_found(), "{e}");
+        }
+        assert_eq!(
+            status(503).to_string(),
+            "PUT manifest v1 on r.example/team/app: authentication failed: \
+             token service https://auth.example/token answered HTTP 503"
+        );
+        let e = auth(AuthError::Credentials("no credentials".into()));
+        assert!(!e.is_retryable() && e.is_denied(), "{e}");
+        let e = auth(AuthError::Google {
+            detail: "Google access token: busy".into(),
+            transient: true,
+        });
+        assert!(e.is_retryable() && !e.is_denied(), "{e}");
     }
 }

@@ -13,6 +13,8 @@ use google_cloud_auth::credentials::{AccessTokenCredentials, Builder};
 use tokio::sync::Mutex;
 
 use super::auth::{AuthError, BoxFuture, Credential, CredentialSource, Secret};
+use super::body::{MAX_TOKEN_RESPONSE_BYTES, read_capped};
+use super::error_chain;
 
 /// The scope registries need; IAM decides what the token may actually do.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -45,7 +47,9 @@ impl GoogleIdentity {
             let built = Builder::default()
                 .with_scopes([CLOUD_PLATFORM])
                 .build_access_token_credentials()
-                .map_err(|e| AuthError(format!("Google application default credentials: {e}")))?;
+                .map_err(|e| {
+                    AuthError::Credentials(format!("Google application default credentials: {e}"))
+                })?;
             *guard = Some(built);
         }
         let creds = guard.as_ref().expect("just built").clone();
@@ -54,7 +58,10 @@ impl GoogleIdentity {
             Ok(t) => Ok(Secret::new(t.token)),
             Err(e) => {
                 *self.creds.lock().await = None;
-                Err(AuthError(format!("Google access token: {e}")))
+                Err(AuthError::Google {
+                    transient: e.is_transient(),
+                    detail: format!("Google access token: {e}"),
+                })
             }
         }
     }
@@ -132,8 +139,9 @@ impl Impersonation {
             self.base.trim_end_matches('/'),
             self.email
         );
+        let service = format!("impersonating {}: IAM Credentials", self.email);
         let body = serde_json::json!({ "scope": [CLOUD_PLATFORM], "lifetime": "3600s" });
-        let resp = self
+        let resp = match self
             .http
             .post(&url)
             .bearer_auth(own.expose())
@@ -141,28 +149,42 @@ impl Impersonation {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| AuthError(format!("impersonating {}: {e}", self.email)))?;
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(AuthError::Transport {
+                    service,
+                    detail: error_chain(&e),
+                });
+            }
+        };
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(AuthError(format!(
-                "impersonating {}: IAM Credentials answered HTTP {} (the relay's account needs roles/iam.serviceAccountTokenCreator on it)",
-                self.email,
-                status.as_u16()
-            )));
+            return Err(AuthError::Status {
+                service,
+                status: status.as_u16(),
+                hint: Some("the relay's account needs roles/iam.serviceAccountTokenCreator on it"),
+            });
         }
+        let text = match read_capped(resp, MAX_TOKEN_RESPONSE_BYTES).await {
+            Ok(t) => t,
+            Err(e) => return Err(AuthError::body(service, e)),
+        };
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Generated {
             access_token: String,
             expire_time: String,
         }
-        let g: Generated = serde_json::from_str(&text).map_err(|e| {
-            AuthError(format!(
-                "impersonating {}: unexpected answer: {e}",
-                self.email
-            ))
-        })?;
+        let g: Generated = match serde_json::from_slice(&text) {
+            Ok(g) => g,
+            Err(e) => {
+                return Err(AuthError::Answer {
+                    service,
+                    detail: format!("unexpected answer: {e}"),
+                });
+            }
+        };
         let lifetime = humantime::parse_rfc3339_weak(&g.expire_time)
             .ok()
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
@@ -173,5 +195,51 @@ impl Impersonation {
             Instant::now() + lifetime.saturating_sub(RENEW_BEFORE_EXPIRY),
         ));
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IAM Credentials fake answering every request with `status` and `body`.
+    async fn impersonation(status: u16, body: &'static str) -> Impersonation {
+        let app = axum::Router::new().fallback(move || async move {
+            (axum::http::StatusCode::from_u16(status).unwrap(), body)
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        Impersonation {
+            email: "partner@p.iam.gserviceaccount.com".into(),
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    #[tokio::test]
+    async fn iam_credentials_keeps_its_status_and_hints_at_the_role_only_on_a_refusal() {
+        let own = Secret::new("own");
+        let e = impersonation(503, "").await.token(&own).await.unwrap_err();
+        assert_eq!(e.status(), Some(503));
+        assert!(e.is_retryable() && !e.is_denied(), "{e}");
+        assert!(!e.to_string().contains("roles/"), "{e}");
+
+        let e = impersonation(403, "").await.token(&own).await.unwrap_err();
+        assert!(!e.is_retryable() && e.is_denied(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "impersonating partner@p.iam.gserviceaccount.com: IAM Credentials answered HTTP 403 \
+             (the relay's account needs roles/iam.serviceAccountTokenCreator on it)"
+        );
+
+        let e = impersonation(200, "{}")
+            .await
+            .token(&own)
+            .await
+            .unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("unexpected answer"), "{e}");
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod artifact_registry;
 pub mod auth;
+pub mod body;
 pub mod endpoints;
 pub mod error;
 pub mod google;
@@ -191,7 +192,7 @@ impl Registries {
                     .await
                     .map_err(|a| RegistryError::Auth {
                         op: e.op().clone(),
-                        detail: a.0,
+                        auth: Box::new(a),
                     })?;
                 let Some(token) = token else { return Err(e) };
                 let api = std::env::var(artifact_registry::API_URL_ENV)
@@ -263,6 +264,13 @@ impl Registries {
 }
 
 /// How every pool of the relay is built.
+/// The answers by which a registry says it is over its limit (Artifact Registry's quota is
+/// 429; a registry behind a load balancer sheds with 503): they pace the host, and their
+/// `Retry-After` pauses it.
+fn asks_to_slow_down(status: u16) -> bool {
+    matches!(status, 429 | 503)
+}
+
 /// A client for the Google APIs beside the registries (Container Analysis), with the same
 /// timeouts and identity as the registry clients.
 pub fn api_client() -> Result<reqwest::Client, reqwest::Error> {
@@ -425,7 +433,7 @@ impl RepoClient {
             .await
             .map_err(|e| RegistryError::Auth {
                 op: op.clone(),
-                detail: e.0,
+                auth: Box::new(e),
             })?;
         // Another worker may have been told to slow down by this host: everyone waits, then
         // takes a turn at the pace this host has taught.
@@ -445,7 +453,7 @@ impl RepoClient {
         }
         self.host.requests.fetch_add(1, Ordering::Relaxed);
         let resp = build(req).send().await.map_err(|e| transport(op, &e))?;
-        if matches!(resp.status().as_u16(), 429 | 503) {
+        if asks_to_slow_down(resp.status().as_u16()) {
             let before = pace.rate();
             let now = pace.slow_down(sent);
             if before != Some(now) {
@@ -468,11 +476,19 @@ impl RepoClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, self.retry.max_retry_after));
-        if let Some(d) = retry_after.filter(|_| status == 429 || status == 503) {
+        if let Some(d) = retry_after.filter(|_| asks_to_slow_down(status)) {
             self.host.backoff.pause(d);
             self.host.pace.paused_until(tokio::time::Instant::now() + d);
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        // The status decides what happens next; the body only adds the registry's error codes,
+        // so a body that cannot be read costs the codes, never the status.
+        let body = match body::read_capped(resp, body::MAX_ERROR_BODY_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%op, status, "error body not read: {e}");
+                bytes::Bytes::new()
+            }
+        };
         RegistryError::Status {
             op: op.clone(),
             status,
@@ -531,16 +547,9 @@ impl RepoClient {
             let content_type = header_str(&resp, CONTENT_TYPE.as_str()).map(str::to_owned);
             let announced: Option<Digest> =
                 header_str(&resp, "docker-content-digest").and_then(|d| d.parse().ok());
-            if resp
-                .content_length()
-                .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
-            {
-                return Err(RegistryError::Protocol {
-                    op: op.clone(),
-                    detail: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
-                });
-            }
-            let bytes = resp.bytes().await.map_err(|e| transport(&op, &e))?;
+            let bytes = body::read_capped(resp, MAX_MANIFEST_BYTES)
+                .await
+                .map_err(|e| e.for_op(&op))?;
             let want = pinned.clone().or(announced.clone());
             let digest = match want {
                 Some(d) => {
@@ -953,7 +962,9 @@ impl RepoClient {
                 return Err(self.fail(op, resp).await);
             }
             let next = header_str(&resp, "link").and_then(|l| next_link(url, l));
-            let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
+            let body = body::read_capped(resp, body::MAX_LISTING_BYTES)
+                .await
+                .map_err(|e| e.for_op(op))?;
             Ok((body, next))
         })
         .await
@@ -983,7 +994,9 @@ impl RepoClient {
                 #[serde(default)]
                 manifests: Vec<Descriptor>,
             }
-            let body = resp.bytes().await.map_err(|e| transport(&op, &e))?;
+            let body = body::read_capped(resp, body::MAX_LISTING_BYTES)
+                .await
+                .map_err(|e| e.for_op(&op))?;
             let idx: Index =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                     op: op.clone(),

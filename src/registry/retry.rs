@@ -216,4 +216,45 @@ mod tests {
             .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), policy.max_attempts);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_token_service_is_retried_and_a_refusing_one_is_not() {
+        use crate::registry::auth::AuthError;
+        let token_error = |status| RegistryError::Auth {
+            op: Op {
+                method: "GET",
+                registry: "r".into(),
+                repository: "a".into(),
+                object: "manifest v1".into(),
+            },
+            auth: Box::new(AuthError::Status {
+                service: "token service https://auth.example/token".into(),
+                status,
+                hint: None,
+            }),
+        };
+        let policy = RetryPolicy::default();
+        let calls = AtomicU32::new(0);
+        let v = policy
+            .run(|_| async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(token_error(503))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((v, calls.load(Ordering::SeqCst)), (7, 3));
+        calls.store(0, Ordering::SeqCst);
+        let e = policy
+            .run(|_| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(token_error(401))
+            })
+            .await
+            .unwrap_err();
+        assert!(e.is_denied(), "{e}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }

@@ -222,6 +222,8 @@ pub fn retry_can_help(e: &CopyError) -> bool {
     match e {
         CopyError::Registry(r) => redelivery_can_help(r),
         CopyError::Config(_) => false,
+        // A bug repeats on redelivery; failing for good is what gets it noticed.
+        CopyError::Internal(_) => false,
         CopyError::SourceNotFound(_)
         | CopyError::DigestMismatch { .. }
         | CopyError::Source { .. } => false,
