@@ -9,7 +9,21 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// Polls `check` until it returns `Ok`, and returns that value. Past `within`, panics with
 /// `what` and the last `Err`, which should describe what was seen instead.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    eventually_polling(POLL, within, what, check).await
+}
+
+/// [`eventually`], polling `every` (for a condition that holds only briefly).
+pub async fn eventually_polling<T, F, Fut>(
+    every: Duration,
+    within: Duration,
+    what: &str,
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -23,6 +37,6 @@ where
         if Instant::now() >= deadline {
             panic!("{what}: not within {within:?}; last seen: {last}");
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(every).await;
     }
 }
