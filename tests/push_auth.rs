@@ -315,7 +315,7 @@ async fn platform_mode_accepts_a_stripped_token_only_from_an_allowed_account() {
 }
 
 #[tokio::test]
-async fn mode_none_accepts_anything() {
+async fn without_push_auth_any_authorization_is_accepted() {
     with_timeout(60, async {
         let auth = PushAuth::new(PushAuthMode::None, reqwest::Client::new());
         assert_eq!(auth.check(None).await, Ok(None));

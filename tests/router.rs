@@ -244,7 +244,7 @@ async fn past_the_copy_bound_deliveries_get_429_so_pubsub_backs_off() {
         let (first, second) = tokio::join!(first, second);
         assert_eq!(first.status, 200, "{}", first.text());
         assert_eq!(second.status, 429, "{}", second.text());
-        // Redelivered later, it goes through.
+        // A 429 only defers: redelivered once the slot is free, it goes through.
         let again = app.post(&deliver(Form::PubSubPush, &nb, "q2")).await;
         assert_eq!(again.status, 200, "{}", again.text());
     })

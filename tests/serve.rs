@@ -234,7 +234,12 @@ async fn a_source_image_that_is_gone_is_acknowledged_with_the_failure() {
         assert_eq!(status, 200, "no retry can bring it back: {body}");
         assert_eq!(body["targets"][0]["outcome"], "failed", "{body}");
         assert!(svc.log().contains("\"severity\":\"ERROR\""));
-        assert!(svc.metrics().await.contains("outcome=\"failed\""));
+        let m = svc.metrics().await;
+        let failed = format!(
+            "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner/app:v1\",outcome=\"failed\"}}",
+            dst.host()
+        );
+        assert_eq!(counter(&m, &failed), Some(1.0), "{m}");
     })
     .await;
 }
