@@ -268,10 +268,7 @@ async fn readyz_says_shutting_down_once_the_service_stops_taking_deliveries() {
         let app = App::start(&rules("127.0.0.1:1/releases", &["127.0.0.1:1/partner"], ""));
         let reply = app.get("/readyz").await;
         assert_eq!((reply.status, reply.text().as_str()), (200, "ready\n"));
-        // What SIGTERM does first (src/serve.rs), so that the load balancer stops sending.
-        app.state
-            .ready
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        app.begin_shutdown();
         let reply = app.get("/readyz").await;
         assert_eq!(
             (reply.status, reply.text().as_str()),

@@ -67,7 +67,7 @@ impl Reply {
 
 /// The service for one rule set.
 pub struct App {
-    pub state: Arc<AppState>,
+    state: Arc<AppState>,
     router: axum::Router,
 }
 
@@ -112,6 +112,14 @@ impl App {
             router: app(state.clone()),
             state,
         }
+    }
+
+    /// What SIGTERM does first (src/serve.rs): `/readyz` turns 503 so that no more
+    /// deliveries are sent here.
+    pub fn begin_shutdown(&self) {
+        self.state
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub async fn request(&self, request: Request<Body>) -> Reply {
