@@ -1,80 +1,16 @@
 //! The audit trail of a scenario, read back from the service's log output field by field:
 //! one image released, one held by severity, one held while its scan is pending and then
-//! released, one ignored. Artifact Analysis and the metadata server are fakes on loopback.
+//! released, one ignored. Artifact Analysis and the metadata server are the fakes of
+//! tests/common/google.rs.
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use common::google::{FakeGoogle, vulnerability_occurrence};
 use common::service::{Form, RELAY, deliver, free_port, notification, wait_ready};
 use common::*;
 use serde_json::{Value, json};
-
-/// resourceUrl -> (scan status, vulnerability occurrences).
-type Findings = Arc<Mutex<HashMap<String, (String, Vec<Value>)>>>;
-
-async fn serve(router: axum::Router) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
-    addr
-}
-
-async fn metadata_token(headers: HeaderMap) -> Response {
-    if headers.get("metadata-flavor").is_none() {
-        return axum::http::StatusCode::FORBIDDEN.into_response();
-    }
-    axum::Json(json!({ "access_token": "scan-token", "expires_in": 3600, "token_type": "Bearer" }))
-        .into_response()
-}
-
-/// `GET /v1/projects/P/occurrences?filter=kind="K" AND resourceUrl="U"`.
-async fn occurrences(
-    State(f): State<Findings>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer scan-token") {
-        return axum::http::StatusCode::UNAUTHORIZED.into_response();
-    }
-    let filter = q.get("filter").cloned().unwrap_or_default();
-    let url = filter
-        .split("resourceUrl=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("")
-        .to_owned();
-    let state = f.lock().unwrap().get(&url).cloned();
-    let occ: Vec<Value> = match state {
-        None => Vec::new(),
-        Some((status, vulns)) => {
-            if filter.contains("kind=\"DISCOVERY\"") {
-                vec![
-                    json!({ "kind": "DISCOVERY", "resourceUri": url, "discovery": { "analysisStatus": status } }),
-                ]
-            } else {
-                vulns
-            }
-        }
-    };
-    axum::Json(json!({ "occurrences": occ })).into_response()
-}
-
-fn vuln(url: &str, cve: &str, severity: &str, package: &str) -> Value {
-    json!({
-        "kind": "VULNERABILITY", "resourceUri": url, "noteName": format!("projects/goog-vulnz/notes/{cve}"),
-        "vulnerability": {
-            "effectiveSeverity": severity, "shortDescription": cve, "fixAvailable": true,
-            "packageIssue": [{ "affectedPackage": package, "fixAvailable": true, "effectiveSeverity": severity }]
-        }
-    })
-}
 
 fn audit_records(log: &str) -> Vec<Value> {
     log.lines()
@@ -89,9 +25,7 @@ async fn every_decision_leaves_one_audit_record() {
     with_timeout(120, async {
         let src = Registry::start().await;
         let dst = Registry::start().await;
-        let findings: Findings = Arc::default();
-        let mds = serve(axum::Router::new().fallback(metadata_token)).await;
-        let ca = serve(axum::Router::new().fallback(occurrences).with_state(findings.clone())).await;
+        let google = FakeGoogle::start().await;
         let s = Seeder::for_registry(&src);
         let url = |digest: &str| format!("https://{}/acme/releases/{}", src.host(), digest);
 
@@ -99,13 +33,11 @@ async fn every_decision_leaves_one_audit_record() {
         let vulnerable = s.push_random_image("acme/releases/vulnerable", Some("v1"), Format::Oci, 122).await;
         let scanning = s.push_random_image("acme/releases/scanning", Some("v1"), Format::Oci, 123).await;
         let nightly = s.push_random_image("acme/releases/clean", Some("nightly"), Format::Oci, 124).await;
-        {
-            let mut f = findings.lock().unwrap();
-            f.insert(url(&format!("clean@{}", clean.manifest.digest)), ("FINISHED_SUCCESS".into(), vec![]));
-            let v = url(&format!("vulnerable@{}", vulnerable.manifest.digest));
-            f.insert(v.clone(), ("FINISHED_SUCCESS".into(), vec![vuln(&v, "CVE-2026-0001", "CRITICAL", "openssl")]));
-            f.insert(url(&format!("scanning@{}", scanning.manifest.digest)), ("SCANNING".into(), vec![]));
-        }
+        google.set_scan_status(&url(&format!("clean@{}", clean.manifest.digest)), "FINISHED_SUCCESS");
+        let v = url(&format!("vulnerable@{}", vulnerable.manifest.digest));
+        google.set_scan_status(&v, "FINISHED_SUCCESS");
+        google.add_occurrence(&v, vulnerability_occurrence(&v, "CVE-2026-0001", "CRITICAL", "openssl", true));
+        google.set_scan_status(&url(&format!("scanning@{}", scanning.manifest.digest)), "SCANNING");
 
         let dir = tempfile::tempdir().unwrap();
         let rules = dir.path().join("rules.toml");
@@ -122,18 +54,14 @@ async fn every_decision_leaves_one_audit_record() {
         .unwrap();
         let log_path = dir.path().join("relay.log");
         let port = free_port();
-        let mut child: Child = Command::new(RELAY)
-            .args(["serve", "--rules", rules.to_str().unwrap(), "--push-auth", "none", "--listen-address", "127.0.0.1"])
+        let mut cmd = Command::new(RELAY);
+        cmd.args(["serve", "--rules", rules.to_str().unwrap(), "--push-auth", "none", "--listen-address", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--log-format", "json"])
-            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-            .env("HOME", dir.path())
-            .env("GCE_METADATA_HOST", mds.to_string())
-            .env("RELAY_CONTAINER_ANALYSIS_URL", format!("http://{ca}"))
             .env("DOCKER_CONFIG", "/nonexistent")
             .stderr(std::fs::File::create(&log_path).unwrap())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        google.point_at(&mut cmd, dir.path());
+        let mut child: Child = cmd.spawn().unwrap();
         let http = reqwest::Client::new();
         assert!(wait_ready(&http, &mut child, port).await);
         let post = |repo: &str, digest: &str, tag: &str, id: &str| {
@@ -145,7 +73,7 @@ async fn every_decision_leaves_one_audit_record() {
         assert_eq!(post("clean", &clean.manifest.digest, "v1", "m-released").await, 200);
         assert_eq!(post("vulnerable", &vulnerable.manifest.digest, "v1", "m-held").await, 200);
         assert_eq!(post("scanning", &scanning.manifest.digest, "v1", "m-pending").await, 503, "Pub/Sub must come back");
-        findings.lock().unwrap().get_mut(&url(&format!("scanning@{}", scanning.manifest.digest))).unwrap().0 = "FINISHED_SUCCESS".into();
+        google.set_scan_status(&url(&format!("scanning@{}", scanning.manifest.digest)), "FINISHED_SUCCESS");
         assert_eq!(post("scanning", &scanning.manifest.digest, "v1", "m-pending").await, 200);
         assert_eq!(post("clean", &nightly.manifest.digest, "nightly", "m-ignored").await, 204);
         // A signature pushed after the released image follows it, without a scan of its own.
@@ -203,8 +131,12 @@ async fn every_decision_leaves_one_audit_record() {
             "the signature followed its image"
         );
 
-        // Nothing secret: the metadata token never appears.
-        assert!(!log.contains("scan-token"));
+        // Nothing secret: no token the metadata server minted appears.
+        let tokens = google.metadata_tokens();
+        assert!(!tokens.is_empty(), "the gate asked for no token");
+        for t in &tokens {
+            assert!(!log.contains(t.as_str()), "the log shows {t}");
+        }
         assert!(Seeder::for_registry(&dst).get_manifest_raw("partner/vulnerable", "v1").await.is_none());
         assert!(Seeder::for_registry(&dst).get_manifest_raw("partner/scanning", "v1").await.is_some());
     })

@@ -1,12 +1,10 @@
-//! `auth = "google"` with no Google access: a fake metadata server and a fake IAM Credentials
-//! endpoint on loopback (pointed at through `GCE_METADATA_HOST`, which google-cloud-auth
-//! honours, and `RELAY_IAM_CREDENTIALS_URL`), and a real registry behind a small proxy that
-//! accepts only tokens the fakes issued and that are still current. The relay runs as a
-//! child process, so the environment it sees is its own.
+//! `auth = "google"` with no Google access: the fake metadata server and IAM Credentials of
+//! tests/common/google.rs, and a real registry behind a small proxy that, like Artifact
+//! Registry, takes only Google tokens, here only those the fakes minted and the test still
+//! accepts. The relay runs as a child process, so the environment it sees is its own.
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -15,26 +13,53 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
+use common::google::FakeGoogle;
+use common::service::{RELAY, free_port};
+use common::wait::eventually;
 use common::*;
 use serde_json::json;
 
-const RELAY: &str = env!("CARGO_BIN_EXE_image-relay");
 const IMPERSONATED: &str = "partner-writer@partner-prj.iam.gserviceaccount.com";
 
-/// What the fake Google issued and what the registry proxy accepts.
-#[derive(Default)]
-struct Google {
-    mds_tokens: Mutex<Vec<String>>,
-    iam_calls: Mutex<Vec<String>>,
-    /// Tokens the registry proxy accepts as the password of `oauth2accesstoken`.
-    accepted: Mutex<HashSet<String>>,
-    /// Lifetime announced by the metadata server.
-    expires_in: u64,
-    /// The registry refuses every token (the identity lacks access).
-    refuse_all: std::sync::atomic::AtomicBool,
+/// Which tokens the registry takes as the password of `oauth2accesstoken`.
+#[derive(Clone, Debug)]
+enum Accepts {
+    /// Any token the fake Google minted: the identity has access.
+    Minted,
+    /// Only tokens minted by impersonating this account: only the partner has access.
+    ImpersonatedFor(String),
+    /// Only metadata-server tokens minted after the first `n`: older ones have expired.
+    MintedAfter(usize),
+    /// None: the identity lacks access.
+    Nothing,
+}
+
+struct Gate {
+    google: Arc<FakeGoogle>,
+    accepts: Mutex<Accepts>,
+    upstream: String,
+}
+
+impl Gate {
+    fn set(&self, accepts: Accepts) {
+        *self.accepts.lock().unwrap() = accepts;
+    }
+
+    fn takes(&self, token: &str) -> bool {
+        let minted = self.google.minted();
+        match &*self.accepts.lock().unwrap() {
+            Accepts::Minted => minted.iter().any(|m| m.token == token),
+            Accepts::ImpersonatedFor(email) => minted
+                .iter()
+                .any(|m| m.token == token && m.impersonating.as_ref() == Some(email)),
+            Accepts::MintedAfter(n) => self.google.metadata_tokens()[*n..]
+                .iter()
+                .any(|t| t == token),
+            Accepts::Nothing => false,
+        }
+    }
 }
 
 async fn serve(router: Router) -> SocketAddr {
@@ -44,60 +69,9 @@ async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
-/// The metadata server's token endpoint, as google-cloud-auth calls it.
-async fn mds(State(g): State<Arc<Google>>, headers: HeaderMap, req: Request) -> Response {
-    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
-        return (StatusCode::FORBIDDEN, "missing Metadata-Flavor").into_response();
-    }
-    if !req
-        .uri()
-        .path()
-        .ends_with("/service-accounts/default/token")
-    {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    let mut issued = g.mds_tokens.lock().unwrap();
-    let token = format!("mds-token-{}", issued.len() + 1);
-    issued.push(token.clone());
-    g.accepted.lock().unwrap().insert(token.clone());
-    axum::Json(json!({ "access_token": token, "expires_in": g.expires_in, "token_type": "Bearer" }))
-        .into_response()
-}
-
-/// IAM Credentials `generateAccessToken`: only for a caller holding a metadata-server token.
-async fn iam(State(g): State<Arc<Google>>, headers: HeaderMap, req: Request) -> Response {
-    let caller = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .to_owned();
-    if !g.mds_tokens.lock().unwrap().contains(&caller) {
-        return (StatusCode::UNAUTHORIZED, "caller has no valid token").into_response();
-    }
-    let path = req.uri().path().to_owned();
-    let Some(email) = path
-        .strip_prefix("/v1/projects/-/serviceAccounts/")
-        .and_then(|p| p.strip_suffix(":generateAccessToken"))
-    else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let mut calls = g.iam_calls.lock().unwrap();
-    calls.push(email.to_owned());
-    let token = format!("impersonated-{email}-{}", calls.len());
-    // Impersonated tokens are what the partner's registry accepts.
-    g.accepted.lock().unwrap().insert(token.clone());
-    let expire =
-        humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600))
-            .to_string();
-    axum::Json(json!({ "accessToken": token, "expireTime": expire })).into_response()
-}
-
-/// A registry that takes only current Google tokens as Basic `oauth2accesstoken` passwords.
-async fn checking_proxy(
-    State((g, upstream)): State<(Arc<Google>, String)>,
-    req: Request,
-) -> Response {
+/// A registry that takes only the Google tokens [`Gate`] accepts, as Basic
+/// `oauth2accesstoken` passwords.
+async fn checking_proxy(State(gate): State<Arc<Gate>>, req: Request) -> Response {
     let ok = req
         .headers()
         .get("authorization")
@@ -106,8 +80,7 @@ async fn checking_proxy(
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.strip_prefix("oauth2accesstoken:").map(str::to_owned))
-        .is_some_and(|t| g.accepted.lock().unwrap().contains(&t))
-        && !g.refuse_all.load(std::sync::atomic::Ordering::Relaxed);
+        .is_some_and(|t| gate.takes(&t));
     if !ok {
         return Response::builder()
             .status(401)
@@ -117,6 +90,7 @@ async fn checking_proxy(
             ))
             .unwrap();
     }
+    let upstream = &gate.upstream;
     let (parts, body) = req.into_parts();
     let url = format!(
         "http://{upstream}{}",
@@ -152,34 +126,33 @@ async fn checking_proxy(
 }
 
 struct Fakes {
-    google: Arc<Google>,
-    mds: SocketAddr,
-    iam: SocketAddr,
+    google: Arc<FakeGoogle>,
+    gate: Arc<Gate>,
+    /// The registry behind the gate, as the relay reaches it.
     registry_host: String,
-    _registry: Registry,
+    registry: Registry,
     home: tempfile::TempDir,
 }
 
-async fn fakes(expires_in: u64) -> Fakes {
-    let google = Arc::new(Google {
-        expires_in,
-        ..Google::default()
-    });
-    let mds = serve(Router::new().fallback(mds).with_state(google.clone())).await;
-    let iam = serve(Router::new().fallback(iam).with_state(google.clone())).await;
+async fn fakes() -> Fakes {
+    let google = Arc::new(FakeGoogle::start().await);
     let registry = Registry::start().await;
+    let gate = Arc::new(Gate {
+        google: google.clone(),
+        accepts: Mutex::new(Accepts::Minted),
+        upstream: registry.host(),
+    });
     let proxy = serve(
         Router::new()
             .fallback(checking_proxy)
-            .with_state((google.clone(), registry.host())),
+            .with_state(gate.clone()),
     )
     .await;
     Fakes {
         google,
-        mds,
-        iam,
+        gate,
         registry_host: proxy.to_string(),
-        _registry: registry,
+        registry,
         home: tempfile::tempdir().unwrap(),
     }
 }
@@ -187,14 +160,11 @@ async fn fakes(expires_in: u64) -> Fakes {
 impl Fakes {
     /// The relay's environment: ADC falls through to the (fake) metadata server.
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(RELAY);
-        c.args(args)
-            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-            .env("HOME", self.home.path())
-            .env("GCE_METADATA_HOST", self.mds.to_string())
-            .env("RELAY_IAM_CREDENTIALS_URL", format!("http://{}", self.iam))
-            .env("DOCKER_CONFIG", "/nonexistent")
-            .kill_on_drop(true);
+        let mut c = std::process::Command::new(RELAY);
+        c.args(args).env("DOCKER_CONFIG", "/nonexistent");
+        self.google.point_at(&mut c, self.home.path());
+        let mut c = tokio::process::Command::from(c);
+        c.kill_on_drop(true);
         c
     }
 
@@ -219,7 +189,7 @@ impl Fakes {
 #[tokio::test]
 async fn metadata_server_tokens_copy_and_impersonation_mints_the_partners_token() {
     with_timeout(90, async {
-        let f = fakes(3600).await;
+        let f = fakes().await;
         let src = Registry::start().await;
         let img = Seeder::for_registry(&src)
             .push_random_image("app", Some("v1"), Format::Oci, 61)
@@ -242,13 +212,15 @@ async fn metadata_server_tokens_copy_and_impersonation_mints_the_partners_token(
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
-            f.google.mds_tokens.lock().unwrap().len(),
+            f.google.metadata_tokens().len(),
             1,
             "one token for the whole copy"
         );
 
-        // Impersonation: the registry now accepts only the partner account's tokens.
-        f.google.accepted.lock().unwrap().clear();
+        // Impersonation: the registry now takes only the partner account's tokens, so the
+        // copy goes through only if the relay presents the token minted for it.
+        f.gate
+            .set(Accepts::ImpersonatedFor(IMPERSONATED.to_owned()));
         let (_d2, config) = f.config(&src.host(), Some(IMPERSONATED));
         let out = f
             .command(&[
@@ -267,11 +239,11 @@ async fn metadata_server_tokens_copy_and_impersonation_mints_the_partners_token(
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
-            *f.google.iam_calls.lock().unwrap(),
+            f.google.impersonations(),
             [IMPERSONATED],
             "one generateAccessToken call"
         );
-        let got = Seeder::new(&f._registry.host(), None)
+        let got = Seeder::new(&f.registry.host(), None)
             .get_manifest_raw("imp/app", "v1")
             .await
             .unwrap();
@@ -283,15 +255,13 @@ async fn metadata_server_tokens_copy_and_impersonation_mints_the_partners_token(
 #[tokio::test]
 async fn a_refused_token_fails_with_an_error_naming_the_registry() {
     with_timeout(60, async {
-        let f = fakes(3600).await;
+        let f = fakes().await;
         let src = Registry::start().await;
         Seeder::for_registry(&src)
             .push_random_image("app", Some("v1"), Format::Oci, 62)
             .await;
         let (_d, config) = f.config(&src.host(), None);
-        f.google
-            .refuse_all
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        f.gate.set(Accepts::Nothing);
         let out = f
             .command(&[
                 "copy",
@@ -309,6 +279,8 @@ async fn a_refused_token_fails_with_an_error_naming_the_registry() {
             err.contains(&f.registry_host) && err.contains("401"),
             "{err}"
         );
+        // The relay did get a token: the refusal is the registry's.
+        assert!(!f.google.metadata_tokens().is_empty());
     })
     .await;
 }
@@ -316,9 +288,10 @@ async fn a_refused_token_fails_with_an_error_naming_the_registry() {
 #[tokio::test]
 async fn a_long_running_service_picks_up_refreshed_tokens() {
     with_timeout(90, async {
+        let f = fakes().await;
         // 242 s tokens: google-cloud-auth refreshes tokens with less than 240 s left, so the
         // fake metadata server sees a refresh about 2 s after each issue.
-        let f = fakes(242).await;
+        f.google.set_token_lifetime(242);
         let src = Registry::start().await;
         let s = Seeder::for_registry(&src);
         let dir = tempfile::tempdir().unwrap();
@@ -333,7 +306,7 @@ async fn a_long_running_service_picks_up_refreshed_tokens() {
             ),
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let mut child = f
             .command(&["serve", "--rules", rules.to_str().unwrap(), "--push-auth", "none", "--listen-address", "127.0.0.1", "--port", &port.to_string()])
             .stderr(Stdio::null())
@@ -341,12 +314,14 @@ async fn a_long_running_service_picks_up_refreshed_tokens() {
             .unwrap();
         let http = reqwest::Client::new();
         let url = format!("http://127.0.0.1:{port}/");
-        for _ in 0..200 {
-            if http.get(format!("{url}readyz")).send().await.is_ok() {
-                break;
+        eventually(Duration::from_secs(20), "serve is ready", || async {
+            match http.get(format!("{url}readyz")).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await;
         let deliver = |repo: &str, digest: &str| {
             let n = json!({ "action": "INSERT", "digest": format!("{}/{repo}@{digest}", src.host()), "tag": format!("{}/{repo}:v1", src.host()) });
             let data = base64::engine::general_purpose::STANDARD.encode(n.to_string());
@@ -354,16 +329,20 @@ async fn a_long_running_service_picks_up_refreshed_tokens() {
         };
         let a = s.push_random_image("releases/a", Some("v1"), Format::Oci, 63).await;
         assert_eq!(deliver("releases/a", &a.manifest.digest).await.unwrap().status(), 200);
-        // Wait for the background refresh, then make the registry refuse every older token.
-        for _ in 0..400 {
-            if f.google.mds_tokens.lock().unwrap().len() >= 2 {
-                break;
+        // Wait for a refresh, then make the registry refuse every token the first copy could
+        // have used.
+        let used = f.google.metadata_tokens().len();
+        assert!(used >= 1, "the first copy used no metadata token");
+        eventually(Duration::from_secs(30), "a token refresh", || async {
+            let issued = f.google.metadata_tokens();
+            if issued.len() > used {
+                Ok(())
+            } else {
+                Err(format!("{issued:?}"))
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let issued = f.google.mds_tokens.lock().unwrap().clone();
-        assert!(issued.len() >= 2, "no refresh: {issued:?}");
-        *f.google.accepted.lock().unwrap() = HashSet::from([issued.last().unwrap().clone()]);
+        })
+        .await;
+        f.gate.set(Accepts::MintedAfter(used));
         let b = s.push_random_image("releases/b", Some("v1"), Format::Oci, 64).await;
         let resp = deliver("releases/b", &b.manifest.digest).await.unwrap();
         let status = resp.status();

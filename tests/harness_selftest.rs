@@ -6,7 +6,7 @@ mod common;
 use common::{Fault, Format, Proxy, Registry, Seeder, media, sha256_digest, with_timeout};
 
 #[tokio::test]
-async fn seeds_oci_image_and_index_byte_exact() {
+async fn the_seeder_pushes_images_indexes_and_artifacts_byte_exact() {
     with_timeout(120, async {
         let reg = Registry::start().await;
         let s = Seeder::for_registry(&reg);
@@ -97,7 +97,7 @@ async fn seeds_oci_image_and_index_byte_exact() {
 }
 
 #[tokio::test]
-async fn auth_registry_requires_creds_and_survives_restart() {
+async fn an_auth_registry_refuses_bad_credentials_and_keeps_its_content_across_a_restart() {
     with_timeout(120, async {
         let mut reg = Registry::start_with_auth("alice", "s3cret").await;
         let authed = Seeder::for_registry(&reg);
@@ -147,7 +147,7 @@ async fn auth_registry_requires_creds_and_survives_restart() {
 }
 
 #[tokio::test]
-async fn proxy_records_and_rate_limits() {
+async fn the_proxy_records_requests_and_injects_429s_and_refused_writes() {
     with_timeout(120, async {
         let reg = Registry::start().await;
         let proxy = Proxy::start(&reg.host(), Fault::None).await;
@@ -202,7 +202,7 @@ async fn proxy_records_and_rate_limits() {
 }
 
 #[tokio::test]
-async fn corrupt_fault_changes_blob_digest_and_large_blob_streams() {
+async fn large_blobs_stream_through_the_proxy_and_the_corrupt_fault_changes_their_digest() {
     with_timeout(300, async {
         let reg = Registry::start().await;
         let s = Seeder::for_registry(&reg);

@@ -6,10 +6,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use common::service::*;
+use common::wait::eventually_polling;
 use common::*;
 use serde_json::Value;
 
@@ -248,9 +249,19 @@ async fn one_delivery_reaching_three_instances_is_copied_right_without_every_blo
             let target = format!("partner/{name}");
             let later = async {
                 if staggered {
-                    while uploads(&proxy, &target) < 4 {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
+                    // Polled often: the first copy must still be under way when the others start.
+                    eventually_polling(
+                        Duration::from_millis(2),
+                        Duration::from_secs(60),
+                        "the first instance uploads 4 blobs",
+                        || async {
+                            match uploads(&proxy, &target) {
+                                n if n >= 4 => Ok(()),
+                                n => Err(format!("{n} uploads")),
+                            }
+                        },
+                    )
+                    .await;
                 }
                 futures_util::future::join(instances[1].post(&d), instances[2].post(&d)).await
             };
@@ -329,6 +340,9 @@ const TAGS: [TagPlan; 5] = [
 
 /// Images in each pool: a mix of single images and two-platform indexes.
 const POOL: usize = 4;
+
+/// How long a deleted tag may stay listed without its manifest.
+const LISTING_CATCHES_UP: Duration = Duration::from_secs(2);
 
 /// Reads a target registry while others write to it. distribution's filesystem storage
 /// rewrites a tag's link file in place, so a read racing a tag write can get a 500: such
@@ -430,15 +444,22 @@ impl Watcher {
         let mut bad = Vec::new();
         for tag in self.tags(repo).await? {
             let Some(m) = self.manifest(repo, &tag).await? else {
-                // Listed, then gone: a delete in between is fine; still listed without a
-                // manifest is not.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if self.tags(repo).await?.contains(&tag)
-                    && self.manifest(repo, &tag).await?.is_none()
-                {
-                    bad.push(format!(
-                        "{repo}:{tag} is listed but its manifest is missing"
-                    ));
+                // Listed, then gone: a delete in between is fine once the listing catches up
+                // (or the tag is back); still listed without a manifest after that is not.
+                let deadline = Instant::now() + LISTING_CATCHES_UP;
+                loop {
+                    if !self.tags(repo).await?.contains(&tag)
+                        || self.manifest(repo, &tag).await?.is_some()
+                    {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        bad.push(format!(
+                            "{repo}:{tag} is listed but its manifest is missing for {LISTING_CATCHES_UP:?}"
+                        ));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 continue;
             };

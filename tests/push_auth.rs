@@ -1,5 +1,6 @@
-//! Push authentication against a fake Google: a JWKS served on loopback with a key generated
-//! here, tokens signed with jsonwebtoken exactly as Google signs push tokens (RS256, `kid`).
+//! The push-token check on its own, against the fake Google's JWKS (tests/common/google.rs)
+//! listing a key generated here, with tokens signed exactly as Google signs push tokens
+//! (RS256, `kid`). What the HTTP edge answers for them is in tests/router.rs.
 
 mod common;
 
@@ -7,9 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::tokens::{
-    FakeGoogle, GOOGLE_KEY, OTHER_KEY, assert_does_not_echo, bearer, unix_now, with_claim,
-};
+use common::google::FakeGoogle;
+use common::tokens::{GOOGLE_KEY, OTHER_KEY, assert_does_not_echo, bearer, unix_now, with_claim};
 use common::with_timeout;
 use image_relay::push_auth::{PushAuth, PushAuthError, PushAuthMode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -33,7 +33,7 @@ fn verifier(google: &FakeGoogle) -> PushAuth {
         PushAuthMode::Verify {
             allowed_emails: vec![PUSHER.to_owned()],
             audience: AUDIENCE.to_owned(),
-            jwks_url: google.jwks_url.clone(),
+            jwks_url: google.jwks_url(),
         },
         reqwest::Client::new(),
     )
@@ -52,7 +52,7 @@ async fn refused(auth: &PushAuth, token: &str) -> PushAuthError {
 #[tokio::test]
 async fn a_google_signed_push_token_is_accepted_and_names_the_service_account() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         let token = GOOGLE_KEY.sign(&push_claims());
         assert_eq!(
@@ -65,7 +65,7 @@ async fn a_google_signed_push_token_is_accepted_and_names_the_service_account() 
             auth.check(Some(&bearer(&token))).await,
             Ok(Some(PUSHER.to_owned()))
         );
-        assert_eq!(google.fetches(), 1, "the key set is cached");
+        assert_eq!(google.jwks_fetches(), 1, "the key set is cached");
     })
     .await;
 }
@@ -73,7 +73,7 @@ async fn a_google_signed_push_token_is_accepted_and_names_the_service_account() 
 #[tokio::test]
 async fn a_token_expired_beyond_the_minute_of_leeway_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         let now = unix_now();
         let mut claims = push_claims();
@@ -104,7 +104,7 @@ async fn a_token_expired_beyond_the_minute_of_leeway_is_refused() {
 #[tokio::test]
 async fn a_token_for_another_audience_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let claims = push_claims_with("aud", "https://other-service.run.app/".into());
         assert_eq!(
             refused(&verifier(&google), &GOOGLE_KEY.sign(&claims)).await,
@@ -119,7 +119,7 @@ async fn a_token_for_another_audience_is_refused() {
 #[tokio::test]
 async fn a_token_from_another_issuer_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let claims = push_claims_with("iss", "https://sts.windows.net/tenant/".into());
         assert_eq!(
             refused(&verifier(&google), &GOOGLE_KEY.sign(&claims)).await,
@@ -134,7 +134,7 @@ async fn a_token_from_another_issuer_is_refused() {
 #[tokio::test]
 async fn a_token_for_a_service_account_not_on_the_allow_list_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let stranger = "someone@other-project.iam.gserviceaccount.com";
         let claims = push_claims_with("email", stranger.into());
         assert_eq!(
@@ -148,7 +148,7 @@ async fn a_token_for_a_service_account_not_on_the_allow_list_is_refused() {
 #[tokio::test]
 async fn a_token_whose_email_is_not_verified_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         let claims = push_claims_with("email_verified", false.into());
         assert_eq!(
@@ -168,7 +168,7 @@ async fn a_token_whose_email_is_not_verified_is_refused() {
 #[tokio::test]
 async fn a_token_signed_by_another_key_under_googles_kid_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let forged = OTHER_KEY.sign_as(&GOOGLE_KEY.kid, &push_claims());
         assert_eq!(
             refused(&verifier(&google), &forged).await,
@@ -191,7 +191,7 @@ async fn a_token_signed_by_another_key_under_googles_kid_is_refused() {
 #[tokio::test]
 async fn unknown_kids_are_refused_and_fetch_the_key_set_at_most_once_per_thirty_seconds() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         for i in 0..10 {
             let kid = format!("forged-{i}");
@@ -200,13 +200,13 @@ async fn unknown_kids_are_refused_and_fetch_the_key_set_at_most_once_per_thirty_
         }
         // The first unknown kid found an empty cache and fetched; the other nine came within
         // 30 s of that fetch and were refused from the cache.
-        assert_eq!(google.fetches(), 1);
+        assert_eq!(google.jwks_fetches(), 1);
         let token = GOOGLE_KEY.sign(&push_claims());
         assert_eq!(
             auth.check(Some(&bearer(&token))).await,
             Ok(Some(PUSHER.to_owned()))
         );
-        assert_eq!(google.fetches(), 1);
+        assert_eq!(google.jwks_fetches(), 1);
     })
     .await;
 }
@@ -214,11 +214,11 @@ async fn unknown_kids_are_refused_and_fetch_the_key_set_at_most_once_per_thirty_
 #[tokio::test]
 async fn a_request_without_authorization_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         assert_eq!(auth.check(None).await, Err(PushAuthError::Missing));
         assert_eq!(auth.check(Some("")).await, Err(PushAuthError::Missing));
-        assert_eq!(google.fetches(), 0);
+        assert_eq!(google.jwks_fetches(), 0);
     })
     .await;
 }
@@ -226,7 +226,7 @@ async fn a_request_without_authorization_is_refused() {
 #[tokio::test]
 async fn an_authorization_that_is_not_a_bearer_token_is_refused() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         let token = GOOGLE_KEY.sign(&push_claims());
         assert_eq!(
@@ -242,7 +242,7 @@ async fn an_authorization_that_is_not_a_bearer_token_is_refused() {
             refused(&auth, "not-a-jwt").await,
             PushAuthError::Malformed(_)
         ));
-        assert_eq!(google.fetches(), 0);
+        assert_eq!(google.jwks_fetches(), 0);
     })
     .await;
 }
@@ -250,7 +250,7 @@ async fn an_authorization_that_is_not_a_bearer_token_is_refused() {
 #[tokio::test]
 async fn unsigned_and_hmac_tokens_are_refused_before_any_key_is_fetched() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
+        let google = FakeGoogle::start().await;
         let auth = verifier(&google);
         let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
 
@@ -270,7 +270,7 @@ async fn unsigned_and_hmac_tokens_are_refused_before_any_key_is_fetched() {
             refused(&auth, &hmac).await,
             PushAuthError::UnsupportedAlgorithm("HS256".to_owned())
         );
-        assert_eq!(google.fetches(), 0);
+        assert_eq!(google.jwks_fetches(), 0);
     })
     .await;
 }
@@ -315,7 +315,7 @@ async fn platform_mode_accepts_a_stripped_token_only_from_an_allowed_account() {
 }
 
 #[tokio::test]
-async fn mode_none_accepts_anything() {
+async fn without_push_auth_any_authorization_is_accepted() {
     with_timeout(60, async {
         let auth = PushAuth::new(PushAuthMode::None, reqwest::Client::new());
         assert_eq!(auth.check(None).await, Ok(None));
@@ -328,7 +328,8 @@ async fn mode_none_accepts_anything() {
 async fn twenty_concurrent_checks_on_a_cold_cache_share_one_key_fetch() {
     with_timeout(60, async {
         // The fake holds its answer, so all twenty checks are waiting while the first fetches.
-        let google = FakeGoogle::start_with_delay(&[&GOOGLE_KEY], Duration::from_millis(300)).await;
+        let google = FakeGoogle::start().await;
+        google.set_jwks_delay(Duration::from_millis(300));
         let auth = verifier(&google);
         let checks: Vec<_> = (0..20)
             .map(|_| {
@@ -340,7 +341,7 @@ async fn twenty_concurrent_checks_on_a_cold_cache_share_one_key_fetch() {
         for check in checks {
             assert_eq!(check.await.unwrap(), Ok(Some(PUSHER.to_owned())));
         }
-        assert_eq!(google.fetches(), 1);
+        assert_eq!(google.jwks_fetches(), 1);
     })
     .await;
 }
@@ -348,8 +349,8 @@ async fn twenty_concurrent_checks_on_a_cold_cache_share_one_key_fetch() {
 #[tokio::test]
 async fn a_failing_key_endpoint_is_a_transient_error_and_is_not_hammered() {
     with_timeout(60, async {
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
-        google.set_failing(true);
+        let google = FakeGoogle::start().await;
+        google.set_jwks_failing(true);
         let auth = verifier(&google);
         let token = GOOGLE_KEY.sign(&push_claims());
         for _ in 0..5 {
@@ -360,7 +361,7 @@ async fn a_failing_key_endpoint_is_a_transient_error_and_is_not_hammered() {
             );
             assert!(err.is_transient(), "Pub/Sub should redeliver: {err}");
         }
-        assert_eq!(google.fetches(), 1);
+        assert_eq!(google.jwks_fetches(), 1);
     })
     .await;
 }

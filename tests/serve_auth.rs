@@ -1,59 +1,21 @@
-//! Push authentication of `image-relay serve` end to end: the real binary on a loopback port,
-//! real registries, a fake Google JWKS, and a real Pub/Sub push delivery built from a pushed
-//! digest. Only the `Authorization` header changes between requests, so every refusal is the
-//! token's doing, and a refused delivery must not reach the target registry.
+//! Push-authentication settings of the `image-relay serve` command line: refused when
+//! incomplete, and in force in the running process when given. Every kind of token and what
+//! the service answers for it is in tests/router.rs, in process.
 
 mod common;
 
-use base64::Engine as _;
-use common::service::{Delivery, Service, free_port, serve_command};
-use common::tokens::{
-    FakeGoogle, GOOGLE_KEY, OTHER_KEY, assert_does_not_echo, bearer, push_claims, unix_now,
-    with_claim,
-};
+use common::google::FakeGoogle;
+use common::service::{Delivery, Form, Service, deliver, free_port, notification, serve_command};
+use common::tokens::{GOOGLE_KEY, assert_does_not_echo, bearer, push_claims};
 use common::*;
-use serde_json::{Value, json};
 
 /// The push service account allowed to deliver.
 const PUSHER: &str = "relay-push@proj.iam.gserviceaccount.com";
 /// The audience configured on the push subscription.
 const AUDIENCE: &str = "https://relay.example/";
+
 /// A service account of another project, not on the allow list.
 const STRANGER: &str = "someone@other-proj.iam.gserviceaccount.com";
-
-/// POSTs the delivery `body` as Pub/Sub pushes it, with `authorization` as the
-/// `Authorization` header when given; returns the status and the JSON reply.
-async fn post(svc: &Service, body: &[u8], authorization: Option<&str>) -> (u16, Value) {
-    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    if let Some(value) = authorization {
-        headers.push(("authorization".to_owned(), value.to_owned()));
-    }
-    let (status, reply, _) = svc
-        .post(&Delivery {
-            headers,
-            body: body.to_vec(),
-        })
-        .await;
-    (status, reply)
-}
-
-/// A Pub/Sub push body (the wrapped form) carrying the Artifact Registry notification that
-/// `repo@digest` was pushed with `tag`.
-fn pubsub_push(repo: &str, digest: &str, tag: &str, id: &str) -> Vec<u8> {
-    let notification = json!({
-        "action": "INSERT",
-        "digest": format!("{repo}@{digest}"),
-        "tag": format!("{repo}:{tag}"),
-    });
-    let data = base64::engine::general_purpose::STANDARD.encode(notification.to_string());
-    let time = "2026-11-20T19:13:55.749Z";
-    json!({
-        "message": { "data": data, "messageId": id, "message_id": id, "publishTime": time, "publish_time": time },
-        "subscription": "projects/src/subscriptions/relay",
-    })
-    .to_string()
-    .into_bytes()
-}
 
 /// One rule copying `source/releases/*` tags `v*` to `target/partner/*`.
 fn rules(source: &str, target: &str) -> String {
@@ -62,214 +24,6 @@ fn rules(source: &str, target: &str) -> String {
          tags = ['v[0-9.]+']\ntargets = [\"{target}/partner\"]\n\n\
          [registry.\"{source}\"]\nauth = \"none\"\n\n[registry.\"{target}\"]\nauth = \"none\"\n"
     )
-}
-
-/// A source with `releases/app:v1` pushed, a target behind a recording proxy, and the push
-/// delivery that announces the image.
-struct Scene {
-    _src: Registry,
-    dst: Registry,
-    dst_proxy: Proxy,
-    rules: String,
-    delivery: Vec<u8>,
-    manifest: Vec<u8>,
-}
-
-impl Scene {
-    async fn start() -> Scene {
-        let src = Registry::start().await;
-        let dst = Registry::start().await;
-        let dst_proxy = Proxy::start(&dst.host(), Fault::None).await;
-        let img = Seeder::for_registry(&src)
-            .push_random_image("releases/app", Some("v1"), Format::Oci, 31)
-            .await;
-        let repo = format!("{}/releases/app", src.host());
-        Scene {
-            rules: rules(&src.host(), &dst_proxy.host()),
-            delivery: pubsub_push(&repo, &img.manifest.digest, "v1", "auth-1"),
-            manifest: img.manifest.bytes,
-            _src: src,
-            dst,
-            dst_proxy,
-        }
-    }
-
-    /// Posts the delivery with `authorization` and asserts it is refused with 401, a message
-    /// containing `says` and not the token, and no request to the target.
-    async fn assert_refused(
-        &self,
-        svc: &Service,
-        case: &str,
-        authorization: Option<&str>,
-        says: &str,
-    ) {
-        let (status, body) = post(svc, &self.delivery, authorization).await;
-        assert_eq!(status, 401, "{case}: {body}\n{}", svc.log());
-        let message = body["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{case}: no error message in {body}"));
-        assert!(
-            message.contains(says),
-            "{case}: {message:?} does not say {says:?}"
-        );
-        if let Some(value) = authorization {
-            let token = value.strip_prefix("Bearer ").unwrap_or(value);
-            assert_does_not_echo(&body.to_string(), token);
-            assert_does_not_echo(&svc.log(), token);
-        }
-        let seen = self.dst_proxy.requests();
-        assert!(
-            seen.is_empty(),
-            "{case}: the target was contacted: {seen:?}"
-        );
-    }
-
-    /// Asserts the target holds the pushed manifest, byte for byte.
-    async fn assert_copied(&self) {
-        // Also shows the refusals' empty request logs mean something: copies pass the proxy.
-        assert!(
-            !self.dst_proxy.requests().is_empty(),
-            "the copy bypassed the proxy"
-        );
-        let got = Seeder::for_registry(&self.dst)
-            .get_manifest_raw("partner/app", "v1")
-            .await;
-        assert_eq!(got.map(|m| m.bytes), Some(self.manifest.clone()));
-    }
-}
-
-#[tokio::test]
-async fn only_a_google_signed_token_for_the_push_account_gets_the_image_copied() {
-    with_timeout(120, async {
-        let scene = Scene::start().await;
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
-        let svc = Service::start(
-            &scene.rules,
-            &[
-                "--push-auth",
-                "verify",
-                "--push-email",
-                PUSHER,
-                "--push-audience",
-                AUDIENCE,
-                "--jwks-url",
-                &google.jwks_url,
-            ],
-        )
-        .await;
-        let claims = push_claims(PUSHER, AUDIENCE);
-        let now = unix_now();
-        let expired = with_claim(
-            with_claim(claims.clone(), "iat", now - 7200),
-            "exp",
-            now - 3600,
-        );
-        let other_audience = with_claim(claims.clone(), "aud", "https://other.example/");
-        let other_email = with_claim(claims.clone(), "email", STRANGER);
-        let good = GOOGLE_KEY.sign(&claims);
-        let refusals: [(&str, Option<String>, &str); 6] = [
-            (
-                "expired",
-                Some(bearer(&GOOGLE_KEY.sign(&expired))),
-                "expired",
-            ),
-            (
-                "wrong audience",
-                Some(bearer(&GOOGLE_KEY.sign(&other_audience))),
-                "audience",
-            ),
-            (
-                "wrong email",
-                Some(bearer(&GOOGLE_KEY.sign(&other_email))),
-                "not an allowed push service account",
-            ),
-            (
-                "bad signature",
-                Some(bearer(&OTHER_KEY.sign_as(&GOOGLE_KEY.kid, &claims))),
-                "signature does not verify",
-            ),
-            ("missing", None, "no Authorization header"),
-            // The good token itself, but without its scheme.
-            ("not Bearer", Some(good.clone()), "not a Bearer token"),
-        ];
-        for (case, authorization, says) in &refusals {
-            scene
-                .assert_refused(&svc, case, authorization.as_deref(), says)
-                .await;
-        }
-
-        // The same delivery with the good token goes through: the refusals were the token's.
-        let (status, body) = post(&svc, &scene.delivery, Some(&bearer(&good))).await;
-        assert_eq!(status, 200, "{body}\n{}", svc.log());
-        assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
-        scene.assert_copied().await;
-        assert_eq!(
-            google.fetches(),
-            1,
-            "the key set is fetched once and cached"
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn an_unreachable_key_set_gets_503_so_pubsub_redelivers_and_copies_nothing() {
-    with_timeout(60, async {
-        let scene = Scene::start().await;
-        let google = FakeGoogle::start(&[&GOOGLE_KEY]).await;
-        google.set_failing(true);
-        let svc = Service::start(
-            &scene.rules,
-            &[
-                "--push-auth",
-                "verify",
-                "--push-email",
-                PUSHER,
-                "--push-audience",
-                AUDIENCE,
-                "--jwks-url",
-                &google.jwks_url,
-            ],
-        )
-        .await;
-        let token = GOOGLE_KEY.sign(&push_claims(PUSHER, AUDIENCE));
-        let (status, body) = post(&svc, &scene.delivery, Some(&bearer(&token))).await;
-        assert_eq!(status, 503, "{body}\n{}", svc.log());
-        let message = body["error"].as_str().unwrap_or_default();
-        assert!(message.contains("signing keys"), "{body}");
-        assert_does_not_echo(message, &token);
-        assert!(scene.dst_proxy.requests().is_empty());
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn behind_cloud_run_iam_a_stripped_token_is_judged_by_its_email() {
-    with_timeout(120, async {
-        let scene = Scene::start().await;
-        // No JWKS anywhere: platform mode trusts Cloud Run IAM to have checked the signature.
-        let svc = Service::start(
-            &scene.rules,
-            &["--push-auth", "platform", "--push-email", PUSHER],
-        )
-        .await;
-        let stranger = GOOGLE_KEY.stripped(&push_claims(STRANGER, AUDIENCE));
-        scene
-            .assert_refused(
-                &svc,
-                "disallowed email",
-                Some(&bearer(&stranger)),
-                "not an allowed push service account",
-            )
-            .await;
-
-        let pusher = GOOGLE_KEY.stripped(&push_claims(PUSHER, AUDIENCE));
-        let (status, body) = post(&svc, &scene.delivery, Some(&bearer(&pusher))).await;
-        assert_eq!(status, 200, "{body}\n{}", svc.log());
-        assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
-        scene.assert_copied().await;
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -296,6 +50,76 @@ async fn verify_mode_without_an_allow_list_or_an_audience_is_a_usage_error() {
             assert_eq!(out.status.code(), Some(2), "without {missing}: {stderr}");
             assert!(stderr.contains(missing), "without {missing}: {stderr}");
         }
+    })
+    .await;
+}
+
+/// A delivery of an image no rule watches, carrying `authorization`: once past the token check
+/// it gets 204 without any registry being asked, so none is needed here.
+fn unwatched(authorization: Option<&str>) -> Delivery {
+    let n = notification(
+        "INSERT",
+        "us-docker.pkg.dev/other-proj/releases/app",
+        None,
+        Some("v1"),
+    );
+    let mut d = deliver(Form::PubSubPush, &n, "flags-1");
+    if let Some(value) = authorization {
+        d.headers.push(("authorization".into(), value.to_owned()));
+    }
+    d
+}
+
+#[tokio::test]
+async fn the_push_auth_flags_reach_the_check_of_the_running_service() {
+    with_timeout(60, async {
+        let google = FakeGoogle::start().await;
+        let jwks_url = google.jwks_url();
+        let verify = Service::start(
+            &rules("127.0.0.1:9", "127.0.0.1:10"),
+            &[
+                "--push-auth",
+                "verify",
+                "--push-email",
+                PUSHER,
+                "--push-audience",
+                AUDIENCE,
+                "--jwks-url",
+                &jwks_url,
+            ],
+        )
+        .await;
+        let good = GOOGLE_KEY.sign(&push_claims(PUSHER, AUDIENCE));
+        // Each refusal needs one flag to have arrived: the audience, the allow list.
+        let other_audience = GOOGLE_KEY.sign(&push_claims(PUSHER, "https://other.example/"));
+        let stranger = GOOGLE_KEY.sign(&push_claims(STRANGER, AUDIENCE));
+        for (token, says) in [
+            (&other_audience, "audience"),
+            (&stranger, "not an allowed push service account"),
+        ] {
+            let (status, body, _) = verify.post(&unwatched(Some(&bearer(token)))).await;
+            assert_eq!(status, 401, "{body}\n{}", verify.log());
+            assert!(
+                body["error"].as_str().unwrap_or("").contains(says),
+                "{body}"
+            );
+            assert_does_not_echo(&verify.log(), token);
+        }
+        // Accepted only with keys from --jwks-url.
+        let (status, body, _) = verify.post(&unwatched(Some(&bearer(&good)))).await;
+        assert_eq!(status, 204, "{body}\n{}", verify.log());
+        assert_eq!(google.jwks_fetches(), 1);
+
+        let platform = Service::start(
+            &rules("127.0.0.1:9", "127.0.0.1:10"),
+            &["--push-auth", "platform", "--push-email", PUSHER],
+        )
+        .await;
+        let stripped = |email: &str| bearer(&GOOGLE_KEY.stripped(&push_claims(email, AUDIENCE)));
+        let (status, body, _) = platform.post(&unwatched(Some(&stripped(STRANGER)))).await;
+        assert_eq!(status, 401, "{body}");
+        let (status, body, _) = platform.post(&unwatched(Some(&stripped(PUSHER)))).await;
+        assert_eq!(status, 204, "{body}\n{}", platform.log());
     })
     .await;
 }

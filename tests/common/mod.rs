@@ -19,6 +19,13 @@
 //!   OCI, indexes, manifest lists, cosign signatures, OCI 1.1 artifacts).
 //!
 //! - [`tls`]: a throwaway CA and server certificates for TLS registries.
+//! - [`google`]: the only fakes: the Google APIs (metadata server, IAM Credentials,
+//!   Container Analysis, the push-token JWKS), on one loopback port; [`tokens`] signs push
+//!   tokens with the key that JWKS lists.
+//! - [`service`]: the real `image-relay serve` binary as a subprocess, and deliveries shaped
+//!   as Google sends them; [`app`]: the same router in process, for tests about one request
+//!   that need no process (no signal, no reload); [`logs`] captures its log events.
+//! - [`wait`]: poll a condition with a deadline instead of sleeping.
 //!
 //! Everything listens on 127.0.0.1 only.
 //!
@@ -27,14 +34,18 @@
 //! `[profile.dev.package.sha2] opt-level = 3` in Cargo.toml brings that to
 //! ~1.7 GB/s. `seed::stream_blob_digest` also caches digests per process.
 
+pub mod app;
 pub mod cosign;
+pub mod google;
 pub mod images;
+pub mod logs;
 pub mod proxy;
 pub mod registry;
 pub mod seed;
 pub mod service;
 pub mod tls;
 pub mod tokens;
+pub mod wait;
 
 pub use images::*;
 pub use proxy::{Fault, Injected, Matcher, Proxy, RecordedRequest};
@@ -56,4 +67,13 @@ pub async fn with_timeout<T>(secs: u64, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), fut)
         .await
         .unwrap_or_else(|_| panic!("test body did not finish within {secs}s"))
+}
+
+/// The value of `series` (a metric's name and labels, exactly as `/metrics` exposes them) in a
+/// scrape; `None` when the scrape does not list it.
+pub fn counter(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
 }

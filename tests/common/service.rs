@@ -48,8 +48,10 @@ pub fn serve_command(rules: &std::path::Path, port: u16, extra: &[&str]) -> Comm
     cmd
 }
 
+/// Whether `serve` on `port` answers `/readyz` with 200 within 10 s; false at once if it exits.
 pub async fn wait_ready(http: &reqwest::Client, child: &mut Child, port: u16) -> bool {
-    for _ in 0..400 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }

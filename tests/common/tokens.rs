@@ -1,17 +1,11 @@
-//! A fake Google for push authentication: RSA signing keys generated here, a JWKS endpoint on
-//! loopback that lists them, and push tokens signed as Google signs them (RS256 with a `kid`).
-//!
-//! Used by the library-level checks (`tests/push_auth.rs`) and by the end-to-end ones against
-//! `image-relay serve` (`tests/serve_auth.rs`).
+//! Push tokens signed as Google signs them (RS256 with a `kid`), with RSA keys generated here.
+//! The key set that lists [`GOOGLE_KEY`] is served by [`super::google::FakeGoogle`].
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::signature::KeyPair as _;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -146,91 +140,4 @@ pub fn assert_does_not_echo(text: &str, token: &str) {
     for part in parts.filter(|p| p.len() > 8) {
         assert!(!text.contains(part), "{text:?} echoes the token");
     }
-}
-
-/// Google's JWKS endpoint on 127.0.0.1, counting fetches; stopped on drop.
-pub struct FakeGoogle {
-    /// `http://127.0.0.1:PORT/oauth2/v3/certs`, for `--jwks-url`.
-    pub jwks_url: String,
-    state: Arc<FakeState>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-struct FakeState {
-    jwks: Value,
-    fetches: AtomicUsize,
-    /// Answer 503 instead of the key set.
-    failing: AtomicBool,
-    /// Hold each answer this long, so concurrent checks pile up behind the first fetch.
-    delay: Duration,
-}
-
-impl FakeGoogle {
-    /// Serves a JWKS listing `keys`.
-    pub async fn start(keys: &[&TestKey]) -> FakeGoogle {
-        FakeGoogle::start_with_delay(keys, Duration::ZERO).await
-    }
-
-    /// Serves a JWKS listing `keys`, answering each fetch after `delay`.
-    pub async fn start_with_delay(keys: &[&TestKey], delay: Duration) -> FakeGoogle {
-        let state = Arc::new(FakeState {
-            jwks: json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}),
-            fetches: AtomicUsize::new(0),
-            failing: AtomicBool::new(false),
-            delay,
-        });
-        let app = axum::Router::new()
-            .route("/oauth2/v3/certs", axum::routing::get(certs))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        FakeGoogle {
-            jwks_url: format!("http://{addr}/oauth2/v3/certs"),
-            state,
-            server,
-        }
-    }
-
-    /// How many times the key set has been fetched.
-    pub fn fetches(&self) -> usize {
-        self.state.fetches.load(Ordering::SeqCst)
-    }
-
-    /// From now on answer 503 (`true`) or the key set (`false`).
-    pub fn set_failing(&self, failing: bool) {
-        self.state.failing.store(failing, Ordering::SeqCst);
-    }
-}
-
-impl Drop for FakeGoogle {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn certs(
-    axum::extract::State(state): axum::extract::State<Arc<FakeState>>,
-) -> axum::response::Response {
-    state.fetches.fetch_add(1, Ordering::SeqCst);
-    if !state.delay.is_zero() {
-        tokio::time::sleep(state.delay).await;
-    }
-    if state.failing.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "application/json; charset=UTF-8"),
-            // What Google sends (the number varies).
-            (
-                header::CACHE_CONTROL,
-                "public, max-age=19770, must-revalidate, no-transform",
-            ),
-        ],
-        state.jwks.to_string(),
-    )
-        .into_response()
 }
