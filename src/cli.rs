@@ -175,6 +175,11 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
     pub log_format: LogFormatArg,
+    /// Project whose Cloud Trace the deliveries' trace ids belong to: Cloud Logging links a
+    /// log line to its trace only as `projects/P/traces/ID` (Cloud Run sets nothing; the
+    /// Terraform module passes the project).
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "PROJECT")]
+    pub trace_project: Option<String>,
     #[command(flatten)]
     pub google: GoogleArgs,
 }
@@ -318,6 +323,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         jobs: args.jobs.max(1),
         grace: std::time::Duration::from_secs(args.shutdown_grace),
         google: args.google.apis(),
+        trace_project: args.trace_project.clone(),
     };
     match crate::serve::run(cfg).await {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -490,8 +496,7 @@ fn relay(
     jobs: usize,
 ) -> Result<crate::relay::Relay, crate::relay::LoadError> {
     let metrics = Arc::new(crate::telemetry::Metrics::new());
-    let gates = crate::relay::Gates::new(&apis.container_analysis, metrics.clone())?;
-    crate::relay::Relay::new(rules, gates, jobs, RetryPolicy::default(), metrics)
+    crate::relay::Relay::new(rules, apis.clone(), jobs, RetryPolicy::default(), metrics)
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -511,7 +516,7 @@ async fn copy(args: CopyArgs) -> ExitCode {
         },
         None => RegistryConfig::default(),
     };
-    let registries = match Registries::new(config, RetryPolicy::default()) {
+    let registries = match Registries::new(config, RetryPolicy::default(), args.google.apis()) {
         Ok(r) => Arc::new(r),
         Err(e) => return usage_error(format!("HTTP client: {e}")),
     };

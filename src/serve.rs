@@ -13,7 +13,7 @@ use crate::http::{AppState, app};
 use crate::push_auth::{PushAuth, PushAuthMode};
 use crate::registry::endpoints::GoogleApis;
 use crate::registry::retry::RetryPolicy;
-use crate::relay::{Gates, LoadError, Relay};
+use crate::relay::{LoadError, Relay};
 use crate::rules::{RuleError, RuleSet};
 use crate::telemetry::Metrics;
 
@@ -34,6 +34,8 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// Where the Google APIs are.
     pub google: GoogleApis,
+    /// The project whose Cloud Trace delivery trace ids belong to.
+    pub trace_project: Option<String>,
 }
 
 /// Why the service could not start.
@@ -70,10 +72,9 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!("{w}");
     }
     let metrics = Arc::new(Metrics::new());
-    let gates = Gates::new(&cfg.google.container_analysis, metrics.clone())?;
     let relay = Arc::new(Relay::new(
         rules,
-        gates,
+        cfg.google.clone(),
         cfg.jobs,
         RetryPolicy::default(),
         metrics.clone(),
@@ -88,9 +89,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         ready: AtomicBool::new(true),
         syncing: tokio::sync::Mutex::new(()),
-        trace_project: std::env::var("GOOGLE_CLOUD_PROJECT")
-            .ok()
-            .filter(|p| !p.is_empty()),
+        trace_project: cfg.trace_project.clone().filter(|p| !p.is_empty()),
     });
     spawn_reloader(cfg.rules.clone(), relay, metrics);
 

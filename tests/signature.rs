@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::cosign::CosignKey;
 use common::*;
 use image_relay::reference::{Digest, Repository};
+use image_relay::registry::endpoints::GoogleApis;
 use image_relay::registry::retry::RetryPolicy;
 use image_relay::registry::settings::RegistryConfig;
 use image_relay::registry::{Registries, RepoClient};
@@ -23,7 +24,7 @@ fn client_with(host: &str, repo: &str, retry: RetryPolicy) -> RepoClient {
     let config =
         RegistryConfig::parse(&format!("[registry.\"{host}\"]\nauth = \"none\"\n"), "test")
             .expect("registry settings");
-    Registries::new(config, retry)
+    Registries::new(config, retry, GoogleApis::default())
         .expect("HTTP client")
         .repo(&Repository {
             registry: host.to_owned(),

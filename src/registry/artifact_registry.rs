@@ -6,11 +6,6 @@ use std::collections::BTreeSet;
 use super::body::{MAX_LISTING_BYTES, read_capped};
 use super::error::{Op, RegistryError};
 
-/// Where the Artifact Registry API lives; overridable for tests.
-pub const API_URL_ENV: &str = "RELAY_ARTIFACT_REGISTRY_URL";
-/// The public Artifact Registry API.
-pub const API_URL: &str = "https://artifactregistry.googleapis.com";
-
 /// `us-central1-docker.pkg.dev` → `us-central1`.
 pub fn location(host: &str) -> Option<&str> {
     host.strip_suffix("-docker.pkg.dev")

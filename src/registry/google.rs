@@ -18,9 +18,6 @@ use super::error_chain;
 
 /// The scope registries need; IAM decides what the token may actually do.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
-/// Where IAM Credentials lives; overridable so tests can run a fake on loopback.
-pub const IAM_CREDENTIALS_URL_ENV: &str = "RELAY_IAM_CREDENTIALS_URL";
-const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
 /// Impersonated tokens are renewed this long before they expire, so a token handed to a long
 /// blob upload does not expire half-way through the exchange that uses it.
 const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -75,17 +72,19 @@ pub struct GoogleCredentials {
 }
 
 impl GoogleCredentials {
+    /// Tokens of `identity`, or of the service account it may `impersonate` through the IAM
+    /// Credentials API at `iam_credentials`.
     pub fn new(
         identity: Arc<GoogleIdentity>,
         impersonate: Option<String>,
+        iam_credentials: &str,
         http: reqwest::Client,
     ) -> Self {
         GoogleCredentials {
             identity,
             impersonate: impersonate.map(|email| Impersonation {
                 email,
-                base: std::env::var(IAM_CREDENTIALS_URL_ENV)
-                    .unwrap_or_else(|_| IAM_CREDENTIALS_URL.to_owned()),
+                base: iam_credentials.to_owned(),
                 http,
                 cached: Mutex::new(None),
             }),

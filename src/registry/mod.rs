@@ -32,6 +32,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::{Digest, ManifestRef, Repository, Tag};
 use auth::{Challenge, HostAuth, Scope};
+use endpoints::GoogleApis;
 use error::{Op, RegistryError, parse_error_body};
 use pace::Pace;
 use retry::{Backoff, RetryPolicy, parse_retry_after};
@@ -87,13 +88,20 @@ pub struct Registries {
     config: RegistryConfig,
     retry: Arc<RetryPolicy>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// Where the Google APIs beside the registries are (IAM Credentials, Artifact Registry).
+    apis: GoogleApis,
     /// The relay's own Google identity, shared by every `auth = "google"` registry.
     google: Arc<google::GoogleIdentity>,
 }
 
 impl Registries {
-    pub fn new(config: RegistryConfig, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: RegistryConfig,
+        retry: RetryPolicy,
+        apis: GoogleApis,
+    ) -> Result<Self, reqwest::Error> {
         Ok(Registries {
+            apis,
             http: client_builder().build()?,
             bulk: client_builder().http1_only().build()?,
             config,
@@ -152,7 +160,12 @@ impl Registries {
             base: format!("{scheme}://{name}"),
             http,
             bulk,
-            auth: HostAuth::new(self.config.credentials(name, &self.google, &self.http)?),
+            auth: HostAuth::new(self.config.credentials(
+                name,
+                &self.google,
+                &self.apis,
+                &self.http,
+            )?),
             backoff: Backoff::default(),
             pace: Pace::default(),
             requests: AtomicU64::new(0),
@@ -195,9 +208,8 @@ impl Registries {
                         auth: Box::new(a),
                     })?;
                 let Some(token) = token else { return Err(e) };
-                let api = std::env::var(artifact_registry::API_URL_ENV)
-                    .unwrap_or_else(|_| artifact_registry::API_URL.to_owned());
-                artifact_registry::list_repositories(&self.http, &api, host, prefix, &token).await
+                let api = &self.apis.artifact_registry;
+                artifact_registry::list_repositories(&self.http, api, host, prefix, &token).await
             }
             r => r,
         }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::auth::{Credential, CredentialSource, DockerConfig, Secret, Static};
+use super::endpoints::GoogleApis;
 use super::google::{GoogleCredentials, GoogleIdentity};
 
 /// A settings file that could not be used, with where and why.
@@ -214,6 +215,7 @@ impl RegistryConfig {
         &self,
         host: &str,
         google: &Arc<GoogleIdentity>,
+        apis: &GoogleApis,
         http: &reqwest::Client,
     ) -> Result<Arc<dyn CredentialSource>, ConfigError> {
         let Some(s) = self.registries.get(host) else {
@@ -243,6 +245,7 @@ impl RegistryConfig {
             AuthKind::Google => Arc::new(GoogleCredentials::new(
                 google.clone(),
                 s.impersonate.clone(),
+                &apis.iam_credentials,
                 http.clone(),
             )),
         })
@@ -476,6 +479,14 @@ mod tests {
         );
         let c = RegistryConfig::parse(&toml, "f.toml").unwrap();
         let google = Arc::new(GoogleIdentity::default());
-        assert!(c.credentials("r", &google, &reqwest::Client::new()).is_ok());
+        assert!(
+            c.credentials(
+                "r",
+                &google,
+                &GoogleApis::default(),
+                &reqwest::Client::new()
+            )
+            .is_ok()
+        );
     }
 }

@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 
 use crate::event::{Action, Event};
 use crate::registry::Registries;
+use crate::registry::endpoints::GoogleApis;
 use crate::registry::retry::RetryPolicy;
 use crate::registry::settings::ConfigError;
 use crate::rules::RuleSet;
@@ -55,30 +56,34 @@ pub struct Relay {
     gates: Gates,
     jobs: usize,
     retry: RetryPolicy,
+    apis: GoogleApis,
     metrics: Arc<Metrics>,
 }
 
 impl Relay {
+    /// The relay for `rules`, calling the Google APIs at `apis`, with `jobs` blob transfers
+    /// per copy.
     pub fn new(
         rules: RuleSet,
-        gates: Gates,
+        apis: GoogleApis,
         jobs: usize,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoadError> {
-        let loaded = Self::build(rules, &retry)?;
+        let loaded = Self::build(rules, &retry, &apis)?;
         Ok(Relay {
             loaded: ArcSwap::from_pointee(loaded),
             locks: locks::TagLocks::default(),
-            gates,
+            gates: Gates::new(&apis.container_analysis, metrics.clone())?,
             jobs,
             retry,
+            apis,
             metrics,
         })
     }
 
-    fn build(rules: RuleSet, retry: &RetryPolicy) -> Result<Loaded, LoadError> {
-        let registries = Registries::new(rules.registries.clone(), retry.clone())?;
+    fn build(rules: RuleSet, retry: &RetryPolicy, apis: &GoogleApis) -> Result<Loaded, LoadError> {
+        let registries = Registries::new(rules.registries.clone(), retry.clone(), apis.clone())?;
         // Credentials are resolved now, so a missing password variable fails the load, not
         // the first copy.
         for host in rules.registries.registries.keys() {
@@ -92,7 +97,7 @@ impl Relay {
 
     /// Put new rules in force; work in flight finishes with the rules it started with.
     pub fn replace_rules(&self, rules: RuleSet) -> Result<(), LoadError> {
-        let loaded = Self::build(rules, &self.retry)?;
+        let loaded = Self::build(rules, &self.retry, &self.apis)?;
         self.loaded.store(Arc::new(loaded));
         Ok(())
     }
