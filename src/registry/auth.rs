@@ -18,8 +18,8 @@ use base64::Engine as _;
 use tokio::sync::Mutex;
 
 use super::body::{BodyError, MAX_TOKEN_RESPONSE_BYTES, read_capped};
-use super::error::status_is_retryable;
 use super::error_chain;
+use super::status::status_is_retryable;
 
 /// A secret string whose `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
@@ -127,6 +127,31 @@ impl AuthError {
     }
 
     /// A broken or oversized answer of the token service `service`.
+    /// The body of a token service's answer to `sent`, read with a cap; a failure keeps the
+    /// service's status (and `hint`, what to grant when it refused), so the caller can tell a
+    /// busy service from a refusal.
+    pub(super) async fn answer(
+        service: &str,
+        sent: Result<reqwest::Response, reqwest::Error>,
+        hint: Option<&'static str>,
+    ) -> Result<bytes::Bytes, AuthError> {
+        let resp = sent.map_err(|e| AuthError::Transport {
+            service: service.to_owned(),
+            detail: error_chain(&e),
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(AuthError::Status {
+                service: service.to_owned(),
+                status: status.as_u16(),
+                hint,
+            });
+        }
+        read_capped(resp, MAX_TOKEN_RESPONSE_BYTES)
+            .await
+            .map_err(|e| AuthError::body(service.to_owned(), e))
+    }
+
     pub(super) fn body(service: String, e: BodyError) -> AuthError {
         match e {
             BodyError::Read(e) => AuthError::Transport {
@@ -635,23 +660,7 @@ async fn fetch_token(
         url.authority(),
         url.path()
     );
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(AuthError::Transport {
-                service,
-                detail: error_chain(&e),
-            });
-        }
-    };
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(AuthError::Status {
-            service,
-            status: status.as_u16(),
-            hint: None,
-        });
-    }
+    let body = AuthError::answer(&service, req.send().await, None).await?;
     #[derive(serde::Deserialize)]
     struct TokenResponse {
         #[serde(default)]
@@ -661,10 +670,6 @@ async fn fetch_token(
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let body = match read_capped(resp, MAX_TOKEN_RESPONSE_BYTES).await {
-        Ok(b) => b,
-        Err(e) => return Err(AuthError::body(service, e)),
-    };
     let t: TokenResponse = match serde_json::from_slice(&body) {
         Ok(t) => t,
         Err(e) => {

@@ -7,8 +7,6 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::{Op, RegistryError};
-
 /// Error bodies are read only for their error codes or message, which take well under 1 KiB
 /// (`{"errors":[..]}`, Google's `{"error":{..}}`); 64 KiB still holds a proxy's HTML error page,
 /// and keeps what every failing request may buffer small.
@@ -33,20 +31,6 @@ pub enum BodyError {
     /// The server sent, or announced, more than `limit` bytes; nothing past the limit was read.
     #[error("the body is larger than the limit of {}", Size(*.limit))]
     TooLarge { limit: usize },
-}
-
-impl BodyError {
-    /// As a failure of the registry operation `op`: a broken body is a transport failure (a
-    /// retry can help), an oversized one a protocol failure (the same answer would come back).
-    pub fn for_op(self, op: &Op) -> RegistryError {
-        match self {
-            BodyError::Read(e) => super::transport(op, &e),
-            e @ BodyError::TooLarge { .. } => RegistryError::Protocol {
-                op: op.clone(),
-                detail: e.to_string(),
-            },
-        }
-    }
 }
 
 /// The whole body of `resp`, or an error as soon as it is known to exceed `limit` bytes: from
@@ -125,22 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn oversized_bodies_fail_the_operation_naming_it_and_the_limit() {
-        let op = Op {
-            method: "GET",
-            registry: "r.example".into(),
-            repository: "team/app".into(),
-            object: "tags".into(),
-        };
-        let e = BodyError::TooLarge {
-            limit: MAX_LISTING_BYTES,
-        }
-        .for_op(&op);
-        assert_eq!(
-            e.to_string(),
-            "GET tags on r.example/team/app: the body is larger than the limit of 16 MiB"
-        );
-        assert!(!e.is_retryable());
+    fn oversized_bodies_name_the_limit() {
         assert_eq!(
             BodyError::TooLarge {
                 limit: MAX_ERROR_BODY_BYTES

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::AuthError;
+use super::body::BodyError;
+pub use super::status::status_is_retryable;
 
 /// What was being done when a registry failed: named in every error.
 #[derive(Debug, Clone)]
@@ -47,15 +49,6 @@ fn codes_suffix(codes: &[ErrorCode]) -> String {
             }
         })
         .collect()
-}
-
-/// Whether an HTTP status says that the same request, sent again later, can succeed without
-/// anyone changing anything: 408 and 429 (the server was busy or slow), and 5xx (it failed on its
-/// own side). 401/403 are not: they need someone to grant access first. Every client of the
-/// relay (registries, token services, Google APIs) decides retries with this one function, so a
-/// status cannot be retried by one and given up on by another.
-pub fn status_is_retryable(status: u16) -> bool {
-    matches!(status, 408 | 429) || (500..=599).contains(&status)
 }
 
 /// A failed registry operation.
@@ -161,6 +154,20 @@ impl RegistryError {
     }
 }
 
+impl BodyError {
+    /// As a failure of the registry operation `op`: a broken body is a transport failure (a
+    /// retry can help), an oversized one a protocol failure (the same answer would come back).
+    pub fn for_op(self, op: &Op) -> RegistryError {
+        match self {
+            BodyError::Read(e) => super::transport(op, &e),
+            e @ BodyError::TooLarge { .. } => RegistryError::Protocol {
+                op: op.clone(),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
 /// Parse the distribution error body; anything else yields no codes.
 pub fn parse_error_body(body: &[u8]) -> Box<[ErrorCode]> {
     #[derive(serde::Deserialize)]
@@ -183,6 +190,25 @@ mod tests {
             repository: "team/app".into(),
             object: "manifest v1".into(),
         }
+    }
+
+    #[test]
+    fn oversized_bodies_fail_the_operation_naming_it_and_the_limit() {
+        let op = Op {
+            method: "GET",
+            registry: "r.example".into(),
+            repository: "team/app".into(),
+            object: "tags".into(),
+        };
+        let e = BodyError::TooLarge {
+            limit: crate::registry::body::MAX_LISTING_BYTES,
+        }
+        .for_op(&op);
+        assert_eq!(
+            e.to_string(),
+            "GET tags on r.example/team/app: the body is larger than the limit of 16 MiB"
+        );
+        assert!(!e.is_retryable());
     }
 
     #[test]

@@ -13,8 +13,6 @@ use google_cloud_auth::credentials::{AccessTokenCredentials, Builder};
 use tokio::sync::Mutex;
 
 use super::auth::{AuthError, BoxFuture, Credential, CredentialSource, Secret};
-use super::body::{MAX_TOKEN_RESPONSE_BYTES, read_capped};
-use super::error_chain;
 
 /// The scope registries need; IAM decides what the token may actually do.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -140,35 +138,20 @@ impl Impersonation {
         );
         let service = format!("impersonating {}: IAM Credentials", self.email);
         let body = serde_json::json!({ "scope": [CLOUD_PLATFORM], "lifetime": "3600s" });
-        let resp = match self
+        let sent = self
             .http
             .post(&url)
             .bearer_auth(own.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(AuthError::Transport {
-                    service,
-                    detail: error_chain(&e),
-                });
-            }
-        };
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(AuthError::Status {
-                service,
-                status: status.as_u16(),
-                hint: Some("the relay's account needs roles/iam.serviceAccountTokenCreator on it"),
-            });
-        }
-        let text = match read_capped(resp, MAX_TOKEN_RESPONSE_BYTES).await {
-            Ok(t) => t,
-            Err(e) => return Err(AuthError::body(service, e)),
-        };
+            .await;
+        let text = AuthError::answer(
+            &service,
+            sent,
+            Some("the relay's account needs roles/iam.serviceAccountTokenCreator on it"),
+        )
+        .await?;
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Generated {

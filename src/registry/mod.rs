@@ -18,6 +18,7 @@ pub mod pace;
 pub mod referrers;
 pub mod retry;
 pub mod settings;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,7 @@ use error::{Op, RegistryError, parse_error_body};
 use pace::Pace;
 use retry::{Backoff, RetryPolicy, parse_retry_after};
 use settings::{ConfigError, RegistryConfig};
+use status::asks_to_slow_down;
 
 /// Registries answer a manifest GET with the whole document; 4 MiB is the size the OCI
 /// distribution spec asks registries to accept, so anything larger is not a manifest we can push.
@@ -276,13 +278,6 @@ impl Registries {
 }
 
 /// How every pool of the relay is built.
-/// The answers by which a registry says it is over its limit (Artifact Registry's quota is
-/// 429; a registry behind a load balancer sheds with 503): they pace the host, and their
-/// `Retry-After` pauses it.
-fn asks_to_slow_down(status: u16) -> bool {
-    matches!(status, 429 | 503)
-}
-
 /// A client for the Google APIs beside the registries (Container Analysis), with the same
 /// timeouts and identity as the registry clients.
 pub fn api_client() -> Result<reqwest::Client, reqwest::Error> {
