@@ -344,45 +344,17 @@ async fn through_the_event_path(
 
 /// What reconcile reports of the relay's outcome for one source tag.
 fn sync_results(source: &str, outcome: crate::relay::Outcome) -> Vec<SyncResult> {
-    let source = source.to_owned();
     outcome
         .targets
         .into_iter()
-        .map(|t| match t.status {
-            TargetStatus::AlreadyPresent | TargetStatus::NothingToDelete { .. } => {
-                SyncResult::InPlace
-            }
-            TargetStatus::Copied { .. } => {
-                SyncResult::Item(source.clone(), t.target, "copied", None)
-            }
-            TargetStatus::TagSuperseded => SyncResult::Item(
-                source.clone(),
-                t.target,
-                "copied",
-                Some(
-                    "content copied; the source tag moved meanwhile, its own copy sets the tag"
-                        .into(),
-                ),
+        .map(|t| match t.status.sync_item() {
+            None => SyncResult::InPlace,
+            Some(("failed", reason)) => SyncResult::Failed(
+                source.to_owned(),
+                Some(t.target),
+                reason.unwrap_or_default(),
             ),
-            TargetStatus::Deleted => SyncResult::Item(source.clone(), t.target, "removed", None),
-            TargetStatus::Failed { error, .. } => {
-                SyncResult::Failed(source.clone(), Some(t.target), error)
-            }
-            TargetStatus::Unsettled { reason } => {
-                SyncResult::Failed(source.clone(), Some(t.target), reason)
-            }
-            TargetStatus::Held { gate, reason } => SyncResult::Item(
-                source.clone(),
-                t.target,
-                "held",
-                Some(format!("{gate} gate: {reason}")),
-            ),
-            TargetStatus::Pending { gate, reason } => SyncResult::Item(
-                source.clone(),
-                t.target,
-                "pending",
-                Some(format!("{gate} gate: {reason}")),
-            ),
+            Some((word, reason)) => SyncResult::Item(source.to_owned(), t.target, word, reason),
         })
         .collect()
 }

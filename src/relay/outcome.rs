@@ -78,6 +78,31 @@ impl TargetStatus {
         }
     }
 
+    /// The word a `sync` report gives the outcome, with its reason; `None` when the target
+    /// was already in place (counted, not listed). A sync speaks of what it did to the
+    /// target: a delete is a removal, a tag left to a newer copy is still a copy, and a
+    /// delivery that could not settle failed this run.
+    pub fn sync_item(&self) -> Option<(&'static str, Option<String>)> {
+        let gated = |gate: &str, reason: &str| Some(format!("{gate} gate: {reason}"));
+        match self {
+            TargetStatus::AlreadyPresent | TargetStatus::NothingToDelete { .. } => None,
+            TargetStatus::Copied { .. } => Some(("copied", None)),
+            TargetStatus::TagSuperseded => Some((
+                "copied",
+                Some(
+                    "content copied; the source tag moved meanwhile, its own copy sets the tag"
+                        .into(),
+                ),
+            )),
+            TargetStatus::Deleted => Some(("removed", None)),
+            TargetStatus::Failed { error: why, .. } | TargetStatus::Unsettled { reason: why } => {
+                Some(("failed", Some(why.clone())))
+            }
+            TargetStatus::Held { gate, reason } => Some(("held", gated(gate, reason))),
+            TargetStatus::Pending { gate, reason } => Some(("pending", gated(gate, reason))),
+        }
+    }
+
     /// How much the outcome says about a decision, for the one word an audit record sums a
     /// delivery up in: a failure over a hold over a wait over a write over "nothing to do".
     pub fn weight(&self) -> u8 {
