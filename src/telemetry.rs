@@ -78,7 +78,7 @@ impl Metrics {
         let copies = Family::<CopyLabels, Counter>::default();
         registry.register(
             "copies",
-            "Copies by rule, target and outcome",
+            "Copies by rule, target (as the rule names it: never a tag) and outcome",
             copies.clone(),
         );
         let blobs = Family::<ResultLabel, Counter>::default();

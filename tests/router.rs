@@ -339,7 +339,7 @@ async fn metrics_count_each_delivery_by_form_action_and_outcome() {
             counter(
                 &m,
                 &format!(
-                    "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner/app:v1\",outcome=\"copied\"}}",
+                    "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner\",outcome=\"copied\"}}",
                     dst.host()
                 )
             ),
@@ -348,6 +348,67 @@ async fn metrics_count_each_delivery_by_form_action_and_outcome() {
         );
         assert_eq!(counter(&m, "image_relay_copies_in_flight"), Some(0.0), "{m}");
         assert!(m.ends_with("# EOF\n"), "an OpenMetrics scrape ends with # EOF: {m}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metric_labels_name_rules_and_configured_targets_never_a_tag_or_digest() {
+    with_timeout(90, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let s = Seeder::for_registry(&src);
+        let app = App::start(&rules(
+            &format!("{}/releases", src.host()),
+            &[&format!("{}/partner", dst.host())],
+            "",
+        ));
+        let tags = ["v1", "v2", "v3", "v4"];
+        let mut digests = Vec::new();
+        for (i, tag) in tags.iter().enumerate() {
+            let repo = format!("releases/app{i}");
+            let img = s
+                .push_random_image(&repo, Some(tag), Format::Oci, 60 + i as u64)
+                .await;
+            let n = notification(
+                "INSERT",
+                &format!("{}/{repo}", src.host()),
+                Some(&img.manifest.digest),
+                Some(tag),
+            );
+            let reply = app.post(&deliver(Form::PubSubPush, &n, &format!("m{i}"))).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            digests.push(img.manifest.digest.clone());
+        }
+        let m = app.get("/metrics").await.text();
+        // Every label value of every series: none may name a tag, a digest or an image below
+        // the configured target, or the series would grow with every release.
+        for line in m.lines().filter(|l| !l.starts_with('#')) {
+            let Some(labels) = line.split_once('{').and_then(|(_, rest)| rest.split_once('}'))
+            else {
+                continue;
+            };
+            for value in labels.0.split(',').filter_map(|kv| kv.split_once('=')) {
+                let v = value.1.trim_matches('"');
+                assert!(
+                    !tags.iter().any(|t| v.ends_with(&format!(":{t}")))
+                        && !v.contains("sha256:")
+                        && !v.contains("/app"),
+                    "label {}={v} grows with releases: {line}",
+                    value.0
+                );
+            }
+        }
+        let copied = format!(
+            "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner\",outcome=\"copied\"}}",
+            dst.host()
+        );
+        assert_eq!(counter(&m, &copied), Some(tags.len() as f64), "{m}");
+        let series = m
+            .lines()
+            .filter(|l| l.starts_with("image_relay_copies_total{"))
+            .count();
+        assert_eq!(series, 1, "four releases to one target are one series: {m}");
     })
     .await;
 }

@@ -236,7 +236,7 @@ async fn a_source_image_that_is_gone_is_acknowledged_with_the_failure() {
         assert!(svc.log().contains("\"severity\":\"ERROR\""));
         let m = svc.metrics().await;
         let failed = format!(
-            "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner/app:v1\",outcome=\"failed\"}}",
+            "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner\",outcome=\"failed\"}}",
             dst.host()
         );
         assert_eq!(counter(&m, &failed), Some(1.0), "{m}");
@@ -475,7 +475,7 @@ async fn a_registry_that_cannot_delete_a_tag_alone_keeps_the_tags_that_need_its_
         let m = svc.metrics().await;
         assert!(
             m.contains(&format!(
-                "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner/app:v1\",outcome=\"failed\"}} 1",
+                "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner\",outcome=\"failed\"}} 1",
                 dst.host()
             )),
             "{m}"

@@ -229,10 +229,12 @@ impl Relay {
         let took = started.elapsed();
         self.metrics.observe_copy(engine.stats(), took);
         let bytes = engine.stats().bytes.load(Ordering::Relaxed);
-        let targets = names
-            .into_iter()
+        let targets = m
+            .targets
+            .iter()
+            .zip(names)
             .zip(last.into_iter().zip(acted))
-            .map(|(name, (last, acted))| {
+            .map(|((repo, name), (last, acted))| {
                 let status = match (last, acted) {
                     // A round with nothing left to do does not hide what an earlier one did.
                     (Some(last), Some(acted)) if last.in_place() => acted,
@@ -255,7 +257,7 @@ impl Relay {
                 ) {
                     self.metrics.replicated(event.publish_time.as_deref());
                 }
-                (name, status)
+                (repo.clone(), name, status)
             })
             .collect();
         Done { targets, bytes }

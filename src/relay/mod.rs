@@ -20,6 +20,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::event::{Action, Event};
+use crate::reference::Repository;
 use crate::registry::Registries;
 use crate::registry::endpoints::GoogleApis;
 use crate::registry::retry::RetryPolicy;
@@ -127,8 +128,12 @@ impl Relay {
                 (Action::Delete, _) => self.delete(&loaded, event, m).await,
             };
             bytes += done.bytes;
-            for (target, status) in done.targets {
-                self.metrics.copy(&m.rule.name, &target, status.label());
+            for (repo, target, status) in done.targets {
+                // The target as the rule names it, never the tag or the image below it: one
+                // series per configured target, however many releases go there.
+                let configured = m.rule.target_prefix(&repo).unwrap_or(&repo);
+                self.metrics
+                    .copy(&m.rule.name, &configured.to_string(), status.label());
                 targets.push(TargetResult {
                     rule: m.rule.name.clone(),
                     target,
@@ -158,10 +163,11 @@ impl Relay {
     }
 }
 
-/// What one match did: each target's status, and the blob bytes its copies read from the
-/// source (each copy once, however many targets it served).
+/// What one match did: each target (its repository, and its name in replies and logs) with
+/// its status, and the blob bytes its copies read from the source (each copy once, however
+/// many targets it served).
 struct Done {
-    targets: Vec<(String, TargetStatus)>,
+    targets: Vec<(Repository, String, TargetStatus)>,
     bytes: u64,
 }
 
@@ -172,7 +178,7 @@ impl Done {
             targets: m
                 .targets
                 .iter()
-                .map(|t| (converge::target_name(t, tag), status.clone()))
+                .map(|t| (t.clone(), converge::target_name(t, tag), status.clone()))
                 .collect(),
             bytes: 0,
         }

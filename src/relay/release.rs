@@ -63,7 +63,7 @@ impl Relay {
             };
             out.extend(self.copy(loaded, &released, m, Cargo::Image).await);
         }
-        let subject_released = out.targets.iter().any(|(_, s)| {
+        let subject_released = out.targets.iter().any(|(_, _, s)| {
             matches!(
                 s,
                 TargetStatus::Copied { .. } | TargetStatus::AlreadyPresent

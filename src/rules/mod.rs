@@ -161,6 +161,21 @@ impl Rule {
             .collect()
     }
 
+    /// The target prefix of this rule that `repo` lies under (the longest, should two nest).
+    pub fn target_prefix(&self, repo: &Repository) -> Option<&Repository> {
+        self.targets
+            .iter()
+            .filter(|t| {
+                t.registry == repo.registry
+                    && (t.path.is_empty()
+                        || repo
+                            .path
+                            .strip_prefix(t.path.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+            })
+            .max_by_key(|t| t.path.len())
+    }
+
     /// The image path below the source prefix, when the repository is under it.
     pub fn relative<'a>(&self, repo: &'a Repository) -> Option<&'a str> {
         if repo.registry != self.source.registry {
