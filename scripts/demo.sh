@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build-release.sh
-relay=$PWD/target/release/image-relay
+# IMAGE_RELAY_BIN: run another build (the tests pass theirs) instead of building the release.
+if [[ -n "${IMAGE_RELAY_BIN:-}" ]]; then
+  relay=$IMAGE_RELAY_BIN
+else
+  bash scripts/build-release.sh
+  relay=$PWD/target/release/image-relay
+fi
 
 work=$(mktemp -d /tmp/image-relay-demo.XXXXXX)
 pids=()
@@ -14,7 +19,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_registry() { # name -> prints host:port
+# Runs in this shell, not in $(...): a pid recorded in a subshell is lost with it, and the
+# cleanup trap would leave the registry running.
+start_registry() { # name -> sets $registry to host:port
   local name=$1 port; port=$(free_port)
   mkdir -p "$work/$name"
   cat >"$work/$name/config.yml" <<YML
@@ -28,11 +35,11 @@ YML
   docker-registry serve "$work/$name/config.yml" >"$work/$name/log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-  echo "127.0.0.1:$port"
+  registry="127.0.0.1:$port"
 }
 
-src=$(start_registry source)
-dst=$(start_registry partner)
+start_registry source; src=$registry
+start_registry partner; dst=$registry
 echo "source registry  $src"
 echo "partner registry $dst"
 
