@@ -158,6 +158,9 @@ pub fn decode(meta: &DeliveryMeta, body: &[u8]) -> Result<Event, DecodeError> {
     }
     let root: Value =
         serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
+    if let Some(path) = repeated_key(body, "") {
+        return Err(duplicate(path));
+    }
     let (wrapped, form, fallback_id, fallback_time) = if structured {
         let data = root.get("data").ok_or_else(|| {
             bad(
@@ -215,6 +218,82 @@ pub fn decode(meta: &DeliveryMeta, body: &[u8]) -> Result<Event, DecodeError> {
     build(n, id.clone(), time, form).map_err(|e| with_id(e, id))
 }
 
+/// Refuse JSON that names a key twice in one object. Parsers disagree on which one wins
+/// (serde_json keeps the last, others the first), so `{"action":"DELETE","action":"INSERT"}`
+/// could mean one thing to the relay and another to whoever checked it; it means nothing.
+/// Returns the dotted path of the first repeated key (`prefix` before it).
+fn repeated_key(raw: &[u8], prefix: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Unique<'a>(&'a str);
+
+    impl<'de> DeserializeSeed<'de> for Unique<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.0.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.0)
+                };
+                let inner = map.next_value_seed(Unique(&path))?;
+                if found.is_none() {
+                    found = if seen.insert(key) { inner } else { Some(path) };
+                }
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(inner) = seq.next_element_seed(Unique(self.0))? {
+                found = found.or(inner);
+            }
+            Ok(found)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    let mut d = serde_json::Deserializer::from_slice(raw);
+    Unique(prefix).deserialize(&mut d).ok().flatten()
+}
+
+fn duplicate(path: String) -> DecodeError {
+    DecodeError {
+        reason: format!("the key {path:?} appears more than once in one object: ambiguous"),
+        field: path,
+        message_id: None,
+    }
+}
+
 fn with_id(mut e: DecodeError, id: Option<String>) -> DecodeError {
     e.message_id = e.message_id.or(id);
     e
@@ -223,6 +302,9 @@ fn with_id(mut e: DecodeError, id: Option<String>) -> DecodeError {
 fn parse_notification(raw: &[u8]) -> Result<Notification, DecodeError> {
     let v: Value = serde_json::from_slice(raw)
         .map_err(|e| bad("body", format!("notification is not JSON: {e}")))?;
+    if let Some(path) = repeated_key(raw, "") {
+        return Err(duplicate(path));
+    }
     if !v.is_object() {
         return Err(bad("body", "notification must be a JSON object"));
     }

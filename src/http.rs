@@ -19,6 +19,10 @@ use crate::push_auth::PushAuth;
 use crate::relay::{Disposition, Relay, TargetStatus};
 use crate::telemetry::Metrics;
 
+/// Rejections the 204's reason header lists; the rest are counted. Five rules' reasons fit in
+/// well under a kilobyte, whatever the size of the rule set.
+const REASON_REJECTIONS: usize = 5;
+
 /// Notifications are a few hundred bytes; anything near this is not one.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -223,8 +227,18 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
         // Contacts no registry; records the decision when a rule watching the source turned
         // the event away.
         state.relay.run(&event, &plan).await;
-        // A 204 carries no body, so the JSON reason travels in a header.
-        let detail = json!({ "reason": reason, "rejections": plan.rejections }).to_string();
+        // A 204 carries no body, so the JSON reason travels in a header, which clients and
+        // proxies cap at a few KiB: the first rejections (rules that watch this repository
+        // first, they say the most) and how many there were.
+        let mut shown: Vec<_> = plan.rejections.iter().collect();
+        shown.sort_by_key(|r| r.unwatched());
+        shown.truncate(REASON_REJECTIONS);
+        let detail = json!({
+            "reason": reason,
+            "rejections": shown,
+            "rejections_total": plan.rejections.len(),
+        })
+        .to_string();
         let mut resp = StatusCode::NO_CONTENT.into_response();
         if let Ok(v) = HeaderValue::from_str(&detail) {
             resp.headers_mut().insert("x-image-relay-reason", v);

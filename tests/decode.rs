@@ -186,3 +186,32 @@ fn every_malformed_fixture_is_refused_naming_the_field() {
         }
     }
 }
+
+#[test]
+fn a_key_named_twice_is_refused_naming_it_not_decided_by_the_last_one() {
+    let unwrapped = DeliveryMeta {
+        pubsub_message_id: Some("7".into()),
+        ..Default::default()
+    };
+    let twice = br#"{"action":"DELETE","action":"INSERT","tag":"r.example/p/app:v1"}"#;
+    let e = decode(&unwrapped, twice).unwrap_err();
+    assert_eq!(e.field, "action", "{e}");
+    assert_eq!(e.message_id.as_deref(), Some("7"));
+
+    // Inside the base64 data of a push envelope, and in the envelope itself.
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(twice);
+    let push = format!(r#"{{"message":{{"data":"{data}","messageId":"8"}},"subscription":"s"}}"#);
+    let e = decode(&DeliveryMeta::default(), push.as_bytes()).unwrap_err();
+    assert_eq!((e.field.as_str(), e.message_id.as_deref()), ("action", Some("8")));
+    let once = base64::engine::general_purpose::STANDARD
+        .encode(br#"{"action":"INSERT","tag":"r.example/p/app:v1"}"#);
+    let envelope = format!(
+        r#"{{"message":{{"data":"{once}","messageId":"9","messageId":"10"}},"subscription":"s"}}"#
+    );
+    let e = decode(&DeliveryMeta::default(), envelope.as_bytes()).unwrap_err();
+    assert_eq!(e.field, "message.messageId", "{e}");
+    // Keys alike in different objects are not repeats.
+    let fine = format!(r#"{{"message":{{"data":"{once}","messageId":"9"}},"subscription":"s"}}"#);
+    assert!(decode(&DeliveryMeta::default(), fine.as_bytes()).is_ok());
+}

@@ -126,6 +126,35 @@ async fn every_delivery_fixture_is_accepted_with_its_headers() {
 }
 
 #[tokio::test]
+async fn ten_thousand_rules_turn_an_event_away_with_a_reason_header_under_8_kib() {
+    with_timeout(120, async {
+        // Every rule watches the repository and turns the tag away: the most a reason can say.
+        let mut text = String::new();
+        for i in 0..10_000 {
+            text.push_str(&format!(
+                "[[rule]]\nname = \"partner-{i:05}\"\nsource = \"r.example/releases\"\n\
+                 images = [\"app\"]\ntags = ['v[0-9]+\\.[0-9]+\\.[0-9]+']\n\
+                 targets = [\"t.example/incoming-{i}\"]\n\n"
+            ));
+        }
+        text.push_str("[registry.\"r.example\"]\nauth = \"none\"\n");
+        text.push_str("[registry.\"t.example\"]\nauth = \"none\"\n");
+        let app = App::start(&text);
+        let n = notification("INSERT", "r.example/releases/app", Some(ABSENT), Some("nightly"));
+        let reply = app.post(&deliver(Form::PubSubPush, &n, "m1")).await;
+        assert_eq!(reply.status, 204, "{}", reply.text());
+        let header = reply.header("x-image-relay-reason").expect("a reason header");
+        assert!(header.len() < 8 << 10, "{} bytes", header.len());
+        let reason: Value = serde_json::from_str(header).unwrap();
+        assert_eq!(reason["rejections_total"], 10_000, "{reason}");
+        let shown = reason["rejections"].as_array().unwrap();
+        assert!(!shown.is_empty() && shown.len() < 10, "{reason}");
+        assert_eq!(shown[0]["clause"], "tag", "{reason}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn events_no_rule_watches_touch_no_registry() {
     with_timeout(60, async {
         let src = Registry::start().await;
