@@ -172,6 +172,12 @@ pub struct ServeArgs {
     /// Seconds in-flight copies may run after SIGTERM (Cloud Run allows 10).
     #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value_t = 9)]
     pub shutdown_grace: u64,
+    /// Seconds a client may take to send a request's headers; slower connections are closed.
+    #[arg(long, env = "RELAY_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_timeout: std::time::Duration,
+    /// Seconds a client may take to send a request's body; slower ones get 408.
+    #[arg(long, env = "RELAY_BODY_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub body_timeout: std::time::Duration,
     /// Log line format.
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
     pub log_format: LogFormatArg,
@@ -322,6 +328,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_copies: args.max_copies,
         jobs: args.jobs.max(1),
         grace: std::time::Duration::from_secs(args.shutdown_grace),
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
         google: args.google.apis(),
         trace_project: args.trace_project.clone(),
     };
@@ -487,6 +495,14 @@ fn load_rules(path: &Path) -> Result<RuleSet, ExitCode> {
         }
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 /// The relay for a one-shot command (`sync`, `plan`), with metrics nobody scrapes.

@@ -37,6 +37,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Held while a reconcile runs: one at a time per instance.
     pub syncing: tokio::sync::Mutex<()>,
+    /// How long a client may take to send a request's body (a notification is a few hundred
+    /// bytes; one that trickles in is holding a copy slot's worth of attention).
+    pub body_timeout: std::time::Duration,
     /// Project whose Cloud Trace the delivery's trace id belongs to (`GOOGLE_CLOUD_PROJECT`):
     /// Cloud Logging links a log line to a trace only as `projects/P/traces/ID`.
     pub trace_project: Option<String>,
@@ -121,16 +124,36 @@ async fn authorize(
         })
 }
 
+/// The request body, at most [`MAX_BODY`] bytes and within the body timeout: 400 when it is
+/// larger, 408 when it does not arrive in time (a slow client, or one that sent a length
+/// and stopped).
+async fn read_body(
+    state: &AppState,
+    body: Body,
+) -> Result<axum::body::Bytes, (StatusCode, String)> {
+    match tokio::time::timeout(state.body_timeout, to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err((StatusCode::BAD_REQUEST, "larger than 1 MiB".into())),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!("not received within {} s", state.body_timeout.as_secs_f64()),
+        )),
+    }
+}
+
 /// `POST /sync` (Cloud Scheduler): reconcile, with the options of `image-relay sync` as JSON.
 async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     if let Err((status, e)) = authorize(&state, &headers).await {
         return json_reply(status, json!({ "error": e.to_string() }));
     }
-    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-        return json_reply(
-            StatusCode::BAD_REQUEST,
-            json!({ "error": { "field": "body", "reason": "larger than 1 MiB" } }),
-        );
+    let bytes = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err((status, reason)) => {
+            return json_reply(
+                status,
+                json!({ "error": { "field": "body", "reason": reason } }),
+            );
+        }
     };
     let opts: crate::reconcile::SyncOptions = if bytes.iter().all(u8::is_ascii_whitespace) {
         Default::default()
@@ -179,13 +202,16 @@ async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         state.metrics.event("unknown", "unknown", outcome);
         return json_reply(status, json!({ "error": e.to_string() }));
     }
-    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-        tracing::error!(trace = %trace, "delivery refused: body larger than 1 MiB");
-        state.metrics.event("unknown", "unknown", "malformed");
-        return json_reply(
-            StatusCode::BAD_REQUEST,
-            json!({ "error": { "field": "body", "reason": "larger than 1 MiB" } }),
-        );
+    let bytes = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err((status, reason)) => {
+            tracing::error!(trace = %trace, "delivery refused: body {reason}");
+            state.metrics.event("unknown", "unknown", "malformed");
+            return json_reply(
+                status,
+                json!({ "error": { "field": "body", "reason": reason } }),
+            );
+        }
     };
     let meta = DeliveryMeta {
         content_type: header_string(&headers, header::CONTENT_TYPE.as_str()),

@@ -32,6 +32,10 @@ pub struct ServeConfig {
     pub jobs: usize,
     /// How long in-flight copies may run after SIGTERM.
     pub grace: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers are in.
+    pub body_timeout: Duration,
     /// Where the Google APIs are.
     pub google: GoogleApis,
     /// The project whose Cloud Trace delivery trace ids belong to.
@@ -89,6 +93,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         ready: AtomicBool::new(true),
         syncing: tokio::sync::Mutex::new(()),
+        body_timeout: cfg.body_timeout,
         trace_project: cfg.trace_project.clone().filter(|p| !p.is_empty()),
     });
     spawn_reloader(cfg.rules.clone(), relay, metrics);
@@ -114,10 +119,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
             stopping.notify_one();
         }
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(on_signal);
+    let server = accept(listener, app(state), cfg.header_timeout, on_signal);
     let grace = cfg.grace;
     tokio::select! {
-        r = server => r.map_err(ServeError::Serve)?,
+        () = server => {}
         () = async {
             stopping.notified().await;
             tokio::time::sleep(grace).await;
@@ -125,6 +130,57 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serve connections until `stop` completes, then wait for the requests in flight.
+///
+/// Every connection must send a request's headers within `header_timeout` of being ready for
+/// one (its first, or the next on a kept-alive connection), or it is closed: one slow or
+/// silent client then holds a socket for seconds, not for ever, and two hundred of them do
+/// not starve the deliveries behind them.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, say: the next accept may succeed once some close.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that goes away or times out ends its own connection, nothing else.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn terminated() {

@@ -203,7 +203,10 @@ fn a_key_named_twice_is_refused_naming_it_not_decided_by_the_last_one() {
     let data = base64::engine::general_purpose::STANDARD.encode(twice);
     let push = format!(r#"{{"message":{{"data":"{data}","messageId":"8"}},"subscription":"s"}}"#);
     let e = decode(&DeliveryMeta::default(), push.as_bytes()).unwrap_err();
-    assert_eq!((e.field.as_str(), e.message_id.as_deref()), ("action", Some("8")));
+    assert_eq!(
+        (e.field.as_str(), e.message_id.as_deref()),
+        ("action", Some("8"))
+    );
     let once = base64::engine::general_purpose::STANDARD
         .encode(br#"{"action":"INSERT","tag":"r.example/p/app:v1"}"#);
     let envelope = format!(

@@ -12,7 +12,10 @@ fn processes_naming(needle: &str) -> Vec<String> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(needle) {
-            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
         }
     }
     found
@@ -36,5 +39,8 @@ fn the_demo_relays_an_image_and_leaves_no_process_behind() {
     // The registries and the relay it started live under its work directory's name; the trap
     // has waited for them, so any still listed outlived the script.
     let left = processes_naming("/tmp/image-relay-demo.");
-    assert!(left.is_empty(), "the demo left processes running: {left:#?}");
+    assert!(
+        left.is_empty(),
+        "the demo left processes running: {left:#?}"
+    );
 }

@@ -140,10 +140,17 @@ async fn ten_thousand_rules_turn_an_event_away_with_a_reason_header_under_8_kib(
         text.push_str("[registry.\"r.example\"]\nauth = \"none\"\n");
         text.push_str("[registry.\"t.example\"]\nauth = \"none\"\n");
         let app = App::start(&text);
-        let n = notification("INSERT", "r.example/releases/app", Some(ABSENT), Some("nightly"));
+        let n = notification(
+            "INSERT",
+            "r.example/releases/app",
+            Some(ABSENT),
+            Some("nightly"),
+        );
         let reply = app.post(&deliver(Form::PubSubPush, &n, "m1")).await;
         assert_eq!(reply.status, 204, "{}", reply.text());
-        let header = reply.header("x-image-relay-reason").expect("a reason header");
+        let header = reply
+            .header("x-image-relay-reason")
+            .expect("a reason header");
         assert!(header.len() < 8 << 10, "{} bytes", header.len());
         let reason: Value = serde_json::from_str(header).unwrap();
         assert_eq!(reason["rejections_total"], 10_000, "{reason}");

@@ -45,7 +45,14 @@ async fn all_four_delivery_forms_replicate_the_pushed_image() {
         }
         let m = svc.metrics().await;
         assert!(m.contains("image_relay_events_total{delivery=\"eventarc_binary\",action=\"INSERT\",outcome=\"done\"} 1"), "{m}");
-        assert!(m.contains("outcome=\"copied\"} 1"), "{m}");
+        // One series per configured target, counting every release that went there.
+        for (reg, prefix) in [(&a, "partner"), (&b, "prod")] {
+            let series = format!(
+                "image_relay_copies_total{{rule=\"releases\",target=\"{}/{prefix}\",outcome=\"copied\"}}",
+                reg.host()
+            );
+            assert_eq!(counter(&m, &series), Some(FORMS.len() as f64), "{m}");
+        }
     })
     .await;
 }
@@ -475,7 +482,7 @@ async fn a_registry_that_cannot_delete_a_tag_alone_keeps_the_tags_that_need_its_
         let m = svc.metrics().await;
         assert!(
             m.contains(&format!(
-                "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner\",outcome=\"failed\"}} 1",
+                "image_relay_copies_total{{rule=\"releases\",target=\"{}/partner\",outcome=\"failed\"}} 2",
                 dst.host()
             )),
             "{m}"
@@ -650,6 +657,84 @@ async fn a_signature_pushed_after_its_image_was_copied_follows_it() {
                 .await
                 .is_none()
         );
+    })
+    .await;
+}
+
+/// A client that opens a connection and sends its request slowly: the headers a few bytes at
+/// a time, or the headers and then less body than it announced.
+async fn slow_client(port: u16, headers_done: bool) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    if headers_done {
+        s.write_all(b"POST / HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"message\":")
+            .await
+            .unwrap();
+    } else {
+        s.write_all(b"POST / HTTP/1.1\r\nhost: re").await.unwrap();
+    }
+    s
+}
+
+/// Reads what the server sends until it closes the connection, or `None` if it is still open
+/// after `within`.
+async fn answer_before_close(s: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, s.read_to_end(&mut got)).await;
+    match read {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_the_relay_keeps_serving_others() {
+    with_timeout(60, async {
+        let rules = rules("127.0.0.1:9/releases", &["127.0.0.1:9/partner"], "");
+        let svc = Service::start(
+            &rules,
+            &[
+                "--push-auth",
+                "none",
+                "--header-timeout",
+                "1",
+                "--body-timeout",
+                "1",
+            ],
+        )
+        .await;
+        // Many clients stall in their headers, a few in their bodies.
+        let mut heads = Vec::new();
+        for _ in 0..50 {
+            heads.push(slow_client(svc.port, false).await);
+        }
+        let mut bodies = Vec::new();
+        for _ in 0..5 {
+            bodies.push(slow_client(svc.port, true).await);
+        }
+        // Meanwhile everyone else is served at once.
+        let r = svc.http.get(svc.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+
+        for s in &mut bodies {
+            let answer = answer_before_close(s, Duration::from_secs(5))
+                .await
+                .expect("a slow body is answered within the body timeout");
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains("not received within"), "{answer}");
+        }
+        for s in &mut heads {
+            let answer = answer_before_close(s, Duration::from_secs(5)).await;
+            assert!(
+                answer.is_some(),
+                "a connection still sending its headers after the timeout must be closed"
+            );
+        }
+        let r = svc.http.get(svc.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
     })
     .await;
 }

@@ -114,6 +114,7 @@ impl App {
             metrics,
             ready: AtomicBool::new(true),
             syncing: tokio::sync::Mutex::new(()),
+            body_timeout: std::time::Duration::from_secs(10),
             trace_project: None,
         });
         App {
