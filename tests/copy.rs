@@ -315,6 +315,50 @@ async fn a_corrupted_byte_fails_the_copy_and_nothing_is_tagged() {
 }
 
 #[tokio::test]
+async fn a_read_damaged_once_is_read_again_from_the_source_and_the_copy_lands() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let flaky = Proxy::start(&src.host(), Fault::None).await;
+        let img = Seeder::for_registry(&src)
+            .push_image(
+                "app",
+                Some("v1"),
+                Format::Oci,
+                &Platform::linux_amd64(),
+                &[Layer::random_tar(12, 256 * 1024)],
+            )
+            .await;
+        let layer = &img.layers[0].digest;
+        let damaged = flaky.arm(
+            Matcher::new(axum::http::Method::GET, &format!("/blobs/{layer}")),
+            Injected::CorruptByte { offset: 1000 },
+            1,
+        );
+        let o = relay(&[
+            "copy",
+            &format!("{}/app:v1", flaky.host()),
+            &format!("{}/app:v1", dst.host()),
+        ])
+        .await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(flaky.hits(damaged), 1, "the first read was damaged");
+        let gets = flaky
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains(&format!("/blobs/{layer}")))
+            .count();
+        assert_eq!(gets, 2, "one damaged read, one good one");
+        assert_eq!(
+            served(&dst.host(), "app", "v1").await.map(|m| m.bytes),
+            Some(img.manifest.bytes.clone())
+        );
+        assert!(Seeder::for_registry(&dst).blob_exists("app", layer).await);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_registry_quota_is_learnt_and_ridden_with_few_429s() {
     with_timeout(120, async {
         let src = Registry::start().await;

@@ -8,6 +8,7 @@
 //! claim and mounts from it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -327,6 +328,10 @@ async fn stream_with_retries(
     };
     let done: Mutex<Vec<(usize, Result<BlobAction, RegistryError>)>> = Mutex::new(Vec::new());
     let pending = Mutex::new(sinks);
+    // Bytes that fail their digest once may have been damaged on the way (a flipped bit past
+    // TCP's weak checksum, a proxy's bug): the source gets one more read before the blob is
+    // called corrupt. A second mismatch is the source's content, and final.
+    let reread = std::sync::atomic::AtomicBool::new(false);
     let outcome = source
         .retrying(|_| async {
             let sinks: Vec<Sink> =
@@ -334,8 +339,20 @@ async fn stream_with_retries(
             let results = stream_once(ctx, source, blob, &sinks).await;
             let mut retry_err = None;
             let mut again = Vec::new();
+            let mut reading_again = false;
             for (mut sink, r) in sinks.into_iter().zip(results) {
+                let damaged = matches!(&r, Err(RegistryError::Content { op, .. }) if op.method == "GET");
                 match r {
+                    Err(e) if damaged && !reread.load(Ordering::Relaxed) => {
+                        tracing::warn!(error = %e, "source bytes failed verification: reading them again");
+                        retry_err.get_or_insert(RegistryError::Transport {
+                            op: e.op().clone(),
+                            detail: format!("reading again after a damaged read ({e})"),
+                        });
+                        sink.session = None;
+                        again.push(sink);
+                        reading_again = true;
+                    }
                     Err(e) if e.is_retryable() => {
                         retry_err.get_or_insert(e);
                         // The old session is gone with the failed attempt.
@@ -344,6 +361,9 @@ async fn stream_with_retries(
                     }
                     r => finish_sink(ctx, blob, sink, r.map(|()| BlobAction::Copied), &done),
                 }
+            }
+            if reading_again {
+                reread.store(true, Ordering::Relaxed);
             }
             *pending.lock().unwrap_or_else(|p| p.into_inner()) = again;
             match retry_err {

@@ -123,6 +123,9 @@ pub enum Injected {
         status: u16,
         retry_after: Option<String>,
     },
+    /// Pass the request on and flip the byte at `offset` of the answer's body (a bit flipped
+    /// in transit: the length is right, only a digest check notices).
+    CorruptByte { offset: u64 },
 }
 
 struct Armed {
@@ -658,7 +661,13 @@ async fn handle(State(state): State<Arc<ProxyState>>, req: Request) -> Response 
         Action::Forward {
             upstream_path,
             corrupt_at,
-        } => state.forward(req, &upstream_path, corrupt_at).await,
+        } => {
+            let corrupt_at = match injected {
+                Some(Injected::CorruptByte { offset }) => Some(offset),
+                _ => corrupt_at,
+            };
+            state.forward(req, &upstream_path, corrupt_at).await
+        }
         Action::Answer(resp) => {
             // Read the request body before answering: replying while the
             // client is still sending makes it see a reset, not our status.
