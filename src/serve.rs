@@ -1,10 +1,11 @@
 //! The `serve` process: load rules, listen, reload rules on file change or SIGHUP, and on
 //! SIGTERM stop accepting, let in-flight copies finish within a grace period, then exit.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -206,11 +207,15 @@ async fn terminated() {
     }
 }
 
-/// Reload on changes under the rules path and on SIGHUP. An invalid edit keeps the rules in
-/// force, logs every error and counts a failed reload.
+/// Reload on changes under the rules path or to a file the rules name, and on SIGHUP. An
+/// invalid edit (of a rule or of a key) keeps the rules in force, logs every error and counts
+/// a failed reload.
 fn spawn_reloader(path: PathBuf, relay: Arc<Relay>, metrics: Arc<Metrics>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
-    let watcher = watch(&path, tx.clone());
+    let mut watcher = Watch::start(&path, tx.clone());
+    if let Some(w) = &mut watcher {
+        w.name_files(relay.loaded().rules.named_files());
+    }
     #[cfg(unix)]
     {
         let tx = tx.clone();
@@ -226,89 +231,126 @@ fn spawn_reloader(path: PathBuf, relay: Arc<Relay>, metrics: Arc<Metrics>) {
     }
     tokio::spawn(async move {
         // The watcher stops when dropped: keep it as long as this task lives.
-        let _watcher = watcher;
+        let mut watcher = watcher;
         while let Some(why) = rx.recv().await {
             tokio::time::sleep(RELOAD_DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            match RuleSet::load(&path) {
+            let errors: Vec<String> = match RuleSet::load(&path) {
                 Ok(rules) => {
                     let n = rules.rules.len();
                     for w in &rules.warnings {
                         tracing::warn!(trigger = why, "{w}");
                     }
+                    let files = rules.named_files();
                     match relay.replace_rules(rules) {
                         Ok(()) => {
+                            if let Some(w) = &mut watcher {
+                                w.name_files(files);
+                            }
                             metrics.reload(true);
                             tracing::info!(trigger = why, rules = n, "rules reloaded");
+                            continue;
                         }
-                        Err(e) => {
-                            metrics.reload(false);
-                            tracing::error!(
-                                trigger = why,
-                                "rules not reloaded, previous rules stay in force: {e}"
-                            );
-                        }
+                        Err(e) => vec![e.to_string()],
                     }
                 }
-                Err(errors) => {
-                    metrics.reload(false);
-                    for e in &errors {
-                        tracing::error!(
-                            trigger = why,
-                            "rules not reloaded, previous rules stay in force: {e}"
-                        );
-                    }
-                }
+                Err(errors) => errors.iter().map(ToString::to_string).collect(),
+            };
+            metrics.reload(false);
+            for e in &errors {
+                tracing::error!(
+                    trigger = why,
+                    "rules not reloaded, previous rules stay in force: {e}"
+                );
             }
         }
     });
 }
 
-/// Watch the rules file's directory (editors replace files by rename, which a watch on the
-/// file itself would lose) or the rules directory.
-fn watch(
-    path: &Path,
-    tx: mpsc::UnboundedSender<&'static str>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let (dir, file) = if path.is_dir() {
-        (path.to_owned(), None)
-    } else {
-        (
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_owned(),
-            path.file_name().map(|f| f.to_owned()),
-        )
-    };
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if ev.kind.is_access() {
-            return;
-        }
-        let relevant = match &file {
-            Some(name) => ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str())),
-            None => ev
-                .paths
-                .iter()
-                .any(|p| p.extension().is_some_and(|x| x == "toml")),
+/// The files whose change reloads the rules: the rules file (or every `*.toml` of the rules
+/// directory) and the files the rules in force name. Directories are watched, not files:
+/// editors and secret mounts replace a file by renaming another over it, which a watch on
+/// the file itself would not survive.
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    /// Directories watched so far.
+    dirs: HashSet<PathBuf>,
+    /// Files named by the rules in force, as absolute paths.
+    named: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl Watch {
+    fn start(path: &Path, tx: mpsc::UnboundedSender<&'static str>) -> Option<Watch> {
+        use notify::{RecursiveMode, Watcher};
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let (dir, file) = if path.is_dir() {
+            (path.clone(), None)
+        } else {
+            (
+                path.parent().unwrap_or(Path::new("/")).to_owned(),
+                Some(path.clone()),
+            )
         };
-        if relevant {
-            let _ = tx.send("file change");
+        let named: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+        let seen = named.clone();
+        let rules_dir = dir.clone();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if ev.kind.is_access() {
+                return;
+            }
+            let named = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let relevant = ev.paths.iter().any(|p| {
+                named.contains(p)
+                    || match &file {
+                        Some(f) => p == f,
+                        None => {
+                            p.parent() == Some(rules_dir.as_path())
+                                && p.extension().is_some_and(|x| x == "toml")
+                        }
+                    }
+            });
+            if relevant {
+                let _ = tx.send("file change");
+            }
+        })
+        .map_err(|e| tracing::warn!("rules will reload on SIGHUP only: cannot watch files: {e}"))
+        .ok()?;
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(
+                "rules will reload on SIGHUP only: cannot watch {}: {e}",
+                dir.display()
+            );
+            return None;
         }
-    })
-    .map_err(|e| tracing::warn!("rules will reload on SIGHUP only: cannot watch files: {e}"))
-    .ok()?;
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::warn!(
-            "rules will reload on SIGHUP only: cannot watch {}: {e}",
-            dir.display()
-        );
-        return None;
+        Some(Watch {
+            watcher,
+            dirs: HashSet::from([dir]),
+            named,
+        })
     }
-    Some(watcher)
+
+    /// Watch `files` (what the rules now in force name) from here on.
+    fn name_files(&mut self, files: Vec<PathBuf>) {
+        use notify::{RecursiveMode, Watcher};
+        let files: HashSet<PathBuf> = files
+            .into_iter()
+            .map(|f| std::path::absolute(&f).unwrap_or(f))
+            .collect();
+        for dir in files.iter().filter_map(|f| f.parent()) {
+            if self.dirs.contains(dir) {
+                continue;
+            }
+            match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.dirs.insert(dir.to_owned());
+                }
+                Err(e) => tracing::warn!(
+                    "a change to the files in {} reloads the rules only on SIGHUP: cannot watch it: {e}",
+                    dir.display()
+                ),
+            }
+        }
+        *self.named.lock().unwrap_or_else(|p| p.into_inner()) = files;
+    }
 }

@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ParsedPublicKey};
 use base64::Engine as _;
@@ -79,6 +79,8 @@ pub struct TrustedKeys {
 struct TrustedKey {
     /// Named in verdicts: the key file as the rule gives it.
     name: String,
+    /// The file it was read from (none for a key given as text).
+    path: Option<PathBuf>,
     /// Parsed once at load, so a bad key fails the rule load rather than every check.
     key: ParsedPublicKey,
 }
@@ -105,7 +107,15 @@ impl TrustedKeys {
                 path: name.clone(),
                 source,
             })?;
-            keys.extend(TrustedKeys::from_pem(&name, &pem)?.keys);
+            keys.extend(
+                TrustedKeys::from_pem(&name, &pem)?
+                    .keys
+                    .into_iter()
+                    .map(|k| TrustedKey {
+                        path: Some(path.clone()),
+                        ..k
+                    }),
+            );
         }
         Ok(TrustedKeys { keys })
     }
@@ -119,9 +129,15 @@ impl TrustedKeys {
         Ok(TrustedKeys {
             keys: vec![TrustedKey {
                 name: name.to_owned(),
+                path: None,
                 key,
             }],
         })
+    }
+
+    /// The files the keys were read from: a change to one is a change to the rules.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.keys.iter().filter_map(|k| k.path.as_deref())
     }
 
     /// The keys' names, in load order.

@@ -5,6 +5,7 @@ mod common;
 
 use common::cosign::CosignKey;
 use common::service::*;
+use common::wait::eventually;
 use common::*;
 use serde_json::Value;
 
@@ -477,6 +478,77 @@ auth = "none"
             .await
             .unwrap();
         assert_eq!(prod_sig.bytes, sig.bytes);
+    })
+    .await;
+}
+
+/// `image_relay_rule_reloads_total{result}` once it reaches `at_least`.
+async fn reloads(svc: &Service, result: &str, at_least: f64) -> f64 {
+    let series = format!("image_relay_rule_reloads_total{{result=\"{result}\"}}");
+    eventually(
+        std::time::Duration::from_secs(10),
+        &format!("{series} >= {at_least}"),
+        || async {
+            let m = svc.metrics().await;
+            match counter(&m, &series) {
+                Some(n) if n >= at_least => Ok(n),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_key_file_replaced_while_serving_is_the_key_in_force() {
+    with_timeout(90, async {
+        let s = setup().await;
+        let seed = Seeder::for_registry(&s.src);
+        let rotated = CosignKey::generate();
+        let img = seed
+            .push_random_image("releases/app", Some("v3.0"), Format::Oci, 97)
+            .await;
+        seed.cosign_sign("releases/app", &img.manifest, &rotated)
+            .await;
+        let (_, body) = s
+            .deliver("releases/app", &img.manifest.digest, "v3.0")
+            .await;
+        assert_eq!(
+            body["targets"][0]["outcome"], "held",
+            "signed by the next key: {body}"
+        );
+
+        // The key is rotated the way a secret mount does it: a new file renamed over the old.
+        let key_path = s._keys.path().join("release.pub");
+        let staged = rotated.write_public(s._keys.path(), "release.pub.new");
+        std::fs::rename(&staged, &key_path).unwrap();
+        reloads(&s.svc, "success", 1.0).await;
+        let (status, body) = s
+            .deliver("releases/app", &img.manifest.digest, "v3.0")
+            .await;
+        assert_eq!(
+            (status, &body["targets"][0]["outcome"]),
+            (200, &Value::from("copied")),
+            "{body}"
+        );
+
+        // A broken key keeps the rules in force: counted, logged, and images still released.
+        std::fs::write(&key_path, "-----BEGIN PUBLIC KEY-----\nnot a key\n").unwrap();
+        reloads(&s.svc, "failure", 1.0).await;
+        assert!(
+            s.svc.log().contains("previous rules stay in force"),
+            "{}",
+            s.svc.log()
+        );
+        let next = seed
+            .push_random_image("releases/app", Some("v3.1"), Format::Oci, 98)
+            .await;
+        seed.cosign_sign("releases/app", &next.manifest, &rotated)
+            .await;
+        let (_, body) = s
+            .deliver("releases/app", &next.manifest.digest, "v3.1")
+            .await;
+        assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
     })
     .await;
 }

@@ -279,6 +279,32 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// The files the rules name besides themselves (signing keys, password and token files,
+    /// CA bundles, Docker configs): they are part of the rules, and a change to one is a
+    /// change to the rule set.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        let keys = self
+            .rules
+            .iter()
+            .flat_map(|r| r.signatures.iter().flat_map(|k| k.files()))
+            .map(Path::to_path_buf);
+        let secrets = self.registries.registries.values().flat_map(|s| {
+            [
+                &s.password_file,
+                &s.token_file,
+                &s.ca_file,
+                &s.docker_config,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+        });
+        let mut files: Vec<PathBuf> = keys.chain(secrets).collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Whether any rule watches this repository: the gate in front of every registry request.
     pub fn watches(&self, repo: &Repository) -> bool {
         self.rules.iter().any(|r| r.watches(repo))
