@@ -393,7 +393,7 @@ async fn plan(args: &PlanArgs) -> ExitCode {
     let gated = plan
         .matches
         .iter()
-        .any(|m| m.rule.gated() && m.release_of.is_none());
+        .any(|m| m.rule.gated() && m.arrival == crate::relay::Arrival::Image);
     let relay = if gated {
         match relay(rules.clone(), &args.google.apis(), 1) {
             Ok(r) => Some(r),
@@ -405,10 +405,19 @@ async fn plan(args: &PlanArgs) -> ExitCode {
     println!("event: {} {}", event.action, event.reference());
     for m in &plan.matches {
         let r = &m.rule;
-        if let Some(subject) = &m.release_of {
+        if let crate::relay::Arrival::ReferrerOf(subject) = &m.arrival {
             let targets: Vec<String> = m.targets.iter().map(|t| t.to_string()).collect();
             println!(
                 "rule {}: referrer of {subject} arrived: release the tags it selects that point there, and the referrer, to {}",
+                r.name,
+                targets.join(", ")
+            );
+            continue;
+        }
+        if m.arrival == crate::relay::Arrival::Untagged {
+            let targets: Vec<String> = m.targets.iter().map(|t| t.to_string()).collect();
+            println!(
+                "rule {}: untagged manifest: read it (one GET); if it is a referrer, release the tags its subject has and bring it to the targets holding the subject ({})",
                 r.name,
                 targets.join(", ")
             );

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::event::{Action, DeliveryForm, Event};
 use crate::reference::{Digest, Repository, Tag};
-use crate::relay::{Match, Plan, Relay, TargetStatus};
+use crate::relay::{Arrival, Match, Plan, Relay, TargetStatus};
 use crate::rules::{OnDelete, Rule};
 
 /// Tags reconciled at once.
@@ -249,7 +249,7 @@ async fn dry_run_tag(
     let m = Match {
         rule: rule.clone(),
         targets: targets.to_vec(),
-        release_of: None,
+        arrival: Arrival::Image,
     };
     // What a copy would meet first: the rule's release gates.
     let held = relay.gate(&event, &m).await;
@@ -329,7 +329,7 @@ async fn through_the_event_path(
         matches: vec![Match {
             rule: rule.clone(),
             targets: targets.to_vec(),
-            release_of: None,
+            arrival: Arrival::Image,
         }],
         rejections: Vec::new(),
     };

@@ -211,10 +211,10 @@ async fn a_signature_pushed_after_the_image_releases_it() {
     .await;
 }
 
-/// cosign with `--registry-referrers-mode=oci-1-1` pushes the signature untagged (its
-/// digest-only INSERT is ignored, as every untagged push under `digests = false`) and, on a
+/// cosign with `--registry-referrers-mode=oci-1-1` pushes the signature untagged and, on a
 /// registry without the referrers API, re-tags the referrers tag index `sha256-HEX`: that
-/// INSERT releases the held image, and the signature and the index come along.
+/// INSERT alone releases the held image, and the signature and the index come along (the
+/// signature's own digest-only INSERT would too: tests/referrers.rs).
 #[tokio::test]
 async fn a_signature_pushed_later_as_an_oci_referrer_releases_the_image() {
     with_timeout(60, async {

@@ -168,10 +168,12 @@ async fn events_no_rule_watches_touch_no_registry() {
         let dst = Registry::start().await;
         let src_proxy = Proxy::start(&src.host(), Fault::None).await;
         let dst_proxy = Proxy::start(&dst.host(), Fault::None).await;
+        // Without referrers to bring, an untagged push is none of the rule's business (with
+        // them it is read once: it may be a referrer, tests/referrers.rs).
         let app = App::start(&rules(
             &format!("{}/releases", src_proxy.host()),
             &[&format!("{}/partner", dst_proxy.host())],
-            "",
+            "referrers = false",
         ));
         let releases = format!("{}/releases/app", src_proxy.host());
         let others = [

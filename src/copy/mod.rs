@@ -527,7 +527,7 @@ impl Engine {
                 // Children by digest, then the root once: under its tag when there is one
                 // (every manifest PUT counts against the registry's write quota).
                 let Some(tag) = target_tag(&req.source, target) else {
-                    self.push_manifests(client, node).await?;
+                    self.push_manifests(client, node, Indexing::IfUnlisted).await?;
                     return self.push_referrers(client, referrers, target, node).await;
                 };
                 self.push_children(client, node).await?;
@@ -565,8 +565,16 @@ impl Engine {
         target: &Reference,
         node: &Node,
     ) -> Result<TargetOutcome, CopyError> {
+        // A source without the referrers API brings its own referrers tag index (pushed last):
+        // the target gets that, not one rebuilt a referrer at a time.
+        let tag_index = node.manifest.digest.referrers_tag();
+        let indexing = if referrers.iter().any(|r| r.tag.as_ref() == Some(&tag_index)) {
+            Indexing::Brought
+        } else {
+            Indexing::IfUnlisted
+        };
         for r in referrers {
-            self.push_manifests(client, &r.node).await?;
+            self.push_manifests(client, &r.node, indexing).await?;
             if let Some(tag) = &r.tag {
                 client.put_manifest(tag, &r.node.manifest).await?;
                 self.blob_ctx.stats.manifest_pushed();
@@ -581,13 +589,21 @@ impl Engine {
         &'a self,
         client: &'a RepoClient,
         node: &'a Node,
+        indexing: Indexing,
     ) -> BoxFuture<'a, Result<(), CopyError>> {
         async move {
             self.push_children(client, node).await?;
             let m = &node.manifest;
-            self.put_root(node, || client.put_manifest_by_digest(m), client)
+            let indexed = self
+                .put_root(node, || client.put_manifest_by_digest(m), client)
                 .await?;
             self.blob_ctx.stats.manifest_pushed();
+            // A registry that does not answer `OCI-Subject` keeps no referrers list of its
+            // own: without the referrers tag index, `oras discover` and `cosign tree` would
+            // not find this referrer there.
+            if let (Some(subject), false, Indexing::IfUnlisted) = (&m.subject, indexed, indexing) {
+                client.index_referrer(&subject.digest, m).await?;
+            }
             Ok(())
         }
         .boxed()
@@ -597,7 +613,9 @@ impl Engine {
     /// not depend on each other, and one after another costs a round trip each.
     async fn push_children(&self, client: &RepoClient, node: &Node) -> Result<(), CopyError> {
         futures_util::future::try_join_all(
-            node.children.iter().map(|c| self.push_manifests(client, c)),
+            node.children
+                .iter()
+                .map(|c| self.push_manifests(client, c, Indexing::IfUnlisted)),
         )
         .await
         .map(|_| ())
@@ -633,6 +651,16 @@ impl Engine {
         };
         Ok(v)
     }
+}
+
+/// Whether a referrer pushed to a registry without the referrers API is added to the
+/// target's referrers tag index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Indexing {
+    /// Yes, unless the registry said it lists referrers itself (`OCI-Subject`).
+    IfUnlisted,
+    /// No: the copy brings the source's own index, written after the referrers.
+    Brought,
 }
 
 /// The tag to set on a target: its own, else the source's.

@@ -2,7 +2,7 @@
 //! index clients keep under the referrers tag `sha256-HEX` (distribution-spec 1.1,
 //! "Referrers Tag Schema"). One lookup for the copy engine and the signature gate alike.
 
-use crate::manifest::{Contents, Descriptor, Manifest};
+use crate::manifest::{Contents, Descriptor, Manifest, OCI_INDEX};
 use crate::reference::Digest;
 
 use super::RepoClient;
@@ -43,4 +43,97 @@ impl RepoClient {
             tag_index: Some(index),
         })
     }
+}
+
+/// How many times a referrers tag index is read, extended and written before giving up: two
+/// relays (or a relay and `oras attach`) adding to one index at once can each overwrite the
+/// other's addition, and a read after the write tells.
+const INDEX_ROUNDS: usize = 3;
+
+impl RepoClient {
+    /// Make `referrer` (a manifest whose `subject` is `subject`, just pushed here) findable on
+    /// a registry without the referrers API: add its descriptor to the index under the
+    /// referrers tag `sha256-HEX`, creating it if absent, as distribution-spec 1.1 asks of
+    /// the client that pushed it. Idempotent: a referrer already listed is left alone.
+    pub async fn index_referrer(
+        &self,
+        subject: &Digest,
+        referrer: &Manifest,
+    ) -> Result<(), RegistryError> {
+        let tag = subject.referrers_tag();
+        let entry = referrer_descriptor(referrer);
+        for _ in 0..INDEX_ROUNDS {
+            let mut listed: Vec<serde_json::Value> = match self.get_manifest(&tag).await {
+                Ok(index) => match serde_json::from_slice::<serde_json::Value>(&index.bytes) {
+                    Ok(v) => v["manifests"].as_array().cloned().unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                },
+                Err(e) if e.is_not_found() => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            if listed
+                .iter()
+                .any(|d| d["digest"].as_str() == Some(referrer.digest.as_str()))
+            {
+                return Ok(());
+            }
+            listed.push(entry.clone());
+            let bytes = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": listed,
+            }))
+            .unwrap_or_default();
+            let index = Manifest::parse(
+                Digest::sha256_of(&bytes),
+                Some(OCI_INDEX),
+                bytes::Bytes::from(bytes),
+            )
+            .map_err(|e| RegistryError::Internal {
+                op: self.op("PUT", format!("manifest {tag}")),
+                detail: format!("referrers index: {e}"),
+            })?;
+            self.put_manifest(&tag, &index).await?;
+        }
+        // Whatever the last round wrote, another writer may have replaced since: say so if
+        // the referrer is still missing.
+        let index = self.get_manifest(&tag).await?;
+        let listed = match &index.contents {
+            Contents::Index { manifests } => manifests.iter().any(|d| d.digest == referrer.digest),
+            Contents::Image { .. } => false,
+        };
+        if listed {
+            Ok(())
+        } else {
+            Err(RegistryError::Transport {
+                op: self.op("PUT", format!("manifest {tag}")),
+                detail: format!(
+                    "the referrers index kept changing under {INDEX_ROUNDS} writes; {} is not in it yet",
+                    referrer.digest
+                ),
+            })
+        }
+    }
+}
+
+/// The index entry for a referrer: what `oras discover` and `cosign tree` filter on
+/// (`artifactType`, falling back to the config's media type as the spec says) and show
+/// (`annotations`).
+fn referrer_descriptor(m: &Manifest) -> serde_json::Value {
+    let raw: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
+    let mut d = serde_json::json!({
+        "mediaType": m.media_type,
+        "digest": m.digest.as_str(),
+        "size": m.bytes.len(),
+    });
+    let artifact_type = raw["artifactType"]
+        .as_str()
+        .or_else(|| raw["config"]["mediaType"].as_str());
+    if let Some(t) = artifact_type {
+        d["artifactType"] = t.into();
+    }
+    if raw["annotations"].is_object() {
+        d["annotations"] = raw["annotations"].clone();
+    }
+    d
 }

@@ -31,7 +31,7 @@ use crate::telemetry::Metrics;
 use converge::Cargo;
 pub use gate::Gates;
 pub use outcome::{Disposition, Outcome, TargetResult, TargetStatus};
-pub use plan::{Match, Plan, Rejection, plan};
+pub use plan::{Arrival, Match, Plan, Rejection, plan};
 
 /// Why rules could not be put in force.
 #[derive(Debug, thiserror::Error)]
@@ -122,9 +122,14 @@ impl Relay {
         let mut targets = Vec::new();
         let mut bytes = 0;
         for m in &plan.matches {
-            let done = match (event.action, &m.release_of) {
-                (Action::Insert, Some(subject)) => self.release(&loaded, event, m, subject).await,
-                (Action::Insert, None) => self.copy(&loaded, event, m, Cargo::Image).await,
+            let done = match (event.action, &m.arrival) {
+                (Action::Insert, Arrival::ReferrerOf(subject)) => {
+                    self.release(&loaded, event, m, subject).await
+                }
+                (Action::Insert, Arrival::Untagged) => self.untagged(&loaded, event, m).await,
+                (Action::Insert, Arrival::Image) => {
+                    self.copy(&loaded, event, m, Cargo::Image).await
+                }
                 (Action::Delete, _) => self.delete(&loaded, event, m).await,
             };
             bytes += done.bytes;

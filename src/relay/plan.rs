@@ -12,9 +12,20 @@ use crate::rules::{Clause, Rule, RuleSet, Verdict};
 pub struct Match {
     pub rule: Rule,
     pub targets: Vec<Repository>,
-    /// Set when the event is a referrer (a signature, say) arriving for this digest: release
-    /// the image's tags, then bring the referrer along.
-    pub release_of: Option<Digest>,
+    pub arrival: Arrival,
+}
+
+/// What the event brought, as far as the rules can tell without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// An image (or its tag) to copy.
+    Image,
+    /// A referrer (a signature, say) of this digest, by its tag: release the image's tags,
+    /// then bring the referrer along.
+    ReferrerOf(Digest),
+    /// An untagged manifest, under a rule that cares about referrers: read it, and when it
+    /// has a `subject`, handle it as a referrer of that.
+    Untagged,
 }
 
 /// A rule that did not match, and the clause that turned the event away.
@@ -76,12 +87,17 @@ pub fn plan(rules: &RuleSet, event: &Event) -> Plan {
             Verdict::Match { targets } => matches.push(Match {
                 rule: rule.clone(),
                 targets,
-                release_of: None,
+                arrival: Arrival::Image,
             }),
             Verdict::ReferrerArrived { subject, targets } => matches.push(Match {
                 rule: rule.clone(),
                 targets,
-                release_of: Some(subject),
+                arrival: Arrival::ReferrerOf(subject),
+            }),
+            Verdict::UntaggedArrived { targets } => matches.push(Match {
+                rule: rule.clone(),
+                targets,
+                arrival: Arrival::Untagged,
             }),
             Verdict::Rejected { clause, reason } => rejections.push(Rejection {
                 rule: rule.name.clone(),

@@ -126,6 +126,11 @@ pub enum Verdict {
         subject: Digest,
         targets: Vec<Repository>,
     },
+    /// An untagged manifest was pushed under a rule that gates on signatures or copies
+    /// referrers: it may be a referrer pushed through the OCI referrers API (what `cosign
+    /// --registry-referrers-mode=oci-1-1`, `oras attach` and Artifact Registry attachments
+    /// do), which only its `subject` field tells. The relay reads it to find out.
+    UntaggedArrived { targets: Vec<Repository> },
     /// Turned away by `clause`, for `reason`.
     Rejected { clause: Clause, reason: String },
 }
@@ -229,6 +234,14 @@ impl Rule {
             };
         }
         match &event.tag {
+            None if !self.digests
+                && event.action == Action::Insert
+                && (!self.signatures.is_empty() || self.referrers) =>
+            {
+                return Verdict::UntaggedArrived {
+                    targets: self.targets_for(rel),
+                };
+            }
             None if !self.digests => {
                 return reject(
                     Clause::Tag,
@@ -738,7 +751,9 @@ auth = "none"
         let r = &set.rules[0];
         let clause = |e: Event| match r.evaluate(&e) {
             Verdict::Rejected { clause, .. } => Some(clause),
-            Verdict::Match { .. } | Verdict::ReferrerArrived { .. } => None,
+            Verdict::Match { .. }
+            | Verdict::ReferrerArrived { .. }
+            | Verdict::UntaggedArrived { .. } => None,
         };
         assert_eq!(
             clause(event(
