@@ -67,6 +67,14 @@ pub struct GoogleArgs {
     #[arg(long, env = "RELAY_IAM_CREDENTIALS_URL", value_name = "URL",
           default_value = crate::registry::endpoints::IAM_CREDENTIALS_URL)]
     pub iam_credentials_url: String,
+    /// Binary Authorization API base URL (attestation gate).
+    #[arg(long, env = "RELAY_BINARY_AUTHORIZATION_URL", value_name = "URL",
+          default_value = crate::registry::endpoints::BINARY_AUTHORIZATION_URL)]
+    pub binary_authorization_url: String,
+    /// Cloud KMS API base URL (release attestations).
+    #[arg(long, env = "RELAY_CLOUD_KMS_URL", value_name = "URL",
+          default_value = crate::registry::endpoints::CLOUD_KMS_URL)]
+    pub cloud_kms_url: String,
 }
 
 impl GoogleArgs {
@@ -75,6 +83,8 @@ impl GoogleArgs {
             container_analysis: self.container_analysis_url.clone(),
             artifact_registry: self.artifact_registry_url.clone(),
             iam_credentials: self.iam_credentials_url.clone(),
+            binary_authorization: self.binary_authorization_url.clone(),
+            cloud_kms: self.cloud_kms_url.clone(),
         }
     }
 }

@@ -6,9 +6,11 @@
 //! [`registry`] speaks the distribution protocol with the settings of rule files'
 //! registry tables ([`registry::settings`]).
 
+pub mod attestation;
 pub mod cli;
 pub mod copy;
 pub mod event;
+pub mod google_api;
 pub mod http;
 pub mod manifest;
 pub mod push_auth;

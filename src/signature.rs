@@ -161,7 +161,7 @@ fn parse_public_key(pem: &str) -> Result<ParsedPublicKey, String> {
 }
 
 /// The DER inside the file's one `PUBLIC KEY` block.
-fn decode_pem(pem: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_pem(pem: &str) -> Result<Vec<u8>, String> {
     const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
     const END: &str = "-----END PUBLIC KEY-----";
     let mut blocks = Vec::new();

@@ -11,11 +11,17 @@ pub struct GoogleApis {
     pub artifact_registry: String,
     /// IAM Credentials: access tokens of an impersonated service account.
     pub iam_credentials: String,
+    /// Binary Authorization: the attestors the attestation gate reads.
+    pub binary_authorization: String,
+    /// Cloud KMS: signs the release attestation (the key never leaves it).
+    pub cloud_kms: String,
 }
 
 pub const CONTAINER_ANALYSIS_URL: &str = "https://containeranalysis.googleapis.com";
 pub const ARTIFACT_REGISTRY_URL: &str = "https://artifactregistry.googleapis.com";
 pub const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
+pub const BINARY_AUTHORIZATION_URL: &str = "https://binaryauthorization.googleapis.com";
+pub const CLOUD_KMS_URL: &str = "https://cloudkms.googleapis.com";
 
 impl Default for GoogleApis {
     fn default() -> Self {
@@ -23,6 +29,8 @@ impl Default for GoogleApis {
             container_analysis: CONTAINER_ANALYSIS_URL.to_owned(),
             artifact_registry: ARTIFACT_REGISTRY_URL.to_owned(),
             iam_credentials: IAM_CREDENTIALS_URL.to_owned(),
+            binary_authorization: BINARY_AUTHORIZATION_URL.to_owned(),
+            cloud_kms: CLOUD_KMS_URL.to_owned(),
         }
     }
 }

@@ -89,6 +89,8 @@ impl App {
             container_analysis: "http://127.0.0.1:9".into(),
             artifact_registry: "http://127.0.0.1:9".into(),
             iam_credentials: "http://127.0.0.1:9".into(),
+            binary_authorization: "http://127.0.0.1:9".into(),
+            cloud_kms: "http://127.0.0.1:9".into(),
         };
         let relay = Relay::new(rules, apis, JOBS, RetryPolicy::default(), metrics.clone())
             .unwrap_or_else(|e| panic!("relay: {e}"));
