@@ -24,6 +24,9 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::attestation::{
+    AttestationPolicy, AttestorName, KeyVersionName, NoteName, ReleaseAttestation,
+};
 use crate::event::{Action, Event};
 use crate::manifest::PlatformFilter;
 use crate::reference::Digest;
@@ -111,6 +114,10 @@ pub struct Rule {
     pub signatures: Vec<TrustedKeys>,
     /// Release gate on Artifact Analysis findings.
     pub vulnerabilities: Option<VulnerabilityPolicy>,
+    /// Release gate on Binary Authorization attestations.
+    pub attestation: Option<AttestationPolicy>,
+    /// After an image is in place at a target: attest it there.
+    pub attest: Option<ReleaseAttestation>,
 }
 
 /// What one rule makes of one event.
@@ -142,7 +149,7 @@ fn full_match(res: &[Regex], s: &str) -> bool {
 impl Rule {
     /// Whether a release gate (signatures, vulnerabilities) stands in front of the rule's copies.
     pub fn gated(&self) -> bool {
-        !self.signatures.is_empty() || self.vulnerabilities.is_some()
+        !self.signatures.is_empty() || self.vulnerabilities.is_some() || self.attestation.is_some()
     }
 
     /// Whether the image path below the source prefix is one the rule copies.
@@ -507,6 +514,25 @@ struct RuleShape {
     require_signature: Option<Spanned<SignatureGates>>,
     #[serde(default)]
     vulnerabilities: Option<VulnerabilityPolicy>,
+    #[serde(default)]
+    require_attestation: Option<Spanned<AttestationGate>>,
+    #[serde(default)]
+    attest: Option<Spanned<AttestShape>>,
+}
+
+/// `require_attestation = { attestors = ["projects/P/attestors/NAME"] }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationGate {
+    attestors: Vec<Spanned<String>>,
+}
+
+/// `attest = { key = "projects/.../cryptoKeyVersions/1", note = "projects/P/notes/N" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestShape {
+    key: Spanned<String>,
+    note: Spanned<String>,
 }
 
 /// `require_signature = { keys = ["cosign.pub"] }`: paths relative to the rule file.
@@ -642,6 +668,43 @@ fn compile(
             }
         }
     }
+    let attestation = r.require_attestation.as_ref().and_then(|gate| {
+        let list = &gate.get_ref().attestors;
+        if list.is_empty() {
+            errors.push(at(
+                gate.span(),
+                format!("rule {name:?}: require_attestation names no attestor"),
+            ));
+        }
+        let mut attestors = Vec::new();
+        for a in list {
+            match a.get_ref().parse::<AttestorName>() {
+                Ok(n) => attestors.push(n),
+                Err(e) => errors.push(at(
+                    a.span(),
+                    format!("rule {name:?}: require_attestation: {e}"),
+                )),
+            }
+        }
+        (attestors.len() == list.len() && !list.is_empty())
+            .then_some(AttestationPolicy { attestors })
+    });
+    let attest = r.attest.as_ref().and_then(|a| {
+        let a = a.get_ref();
+        let key = a.key.get_ref().parse::<KeyVersionName>().map_err(|e| {
+            errors.push(at(a.key.span(), format!("rule {name:?}: attest.key: {e}")));
+        });
+        let note = a.note.get_ref().parse::<NoteName>().map_err(|e| {
+            errors.push(at(
+                a.note.span(),
+                format!("rule {name:?}: attest.note: {e}"),
+            ));
+        });
+        Some(ReleaseAttestation {
+            key: key.ok()?,
+            note: note.ok()?,
+        })
+    });
     match (errors.is_empty(), source) {
         (true, Some(source)) => Ok((
             Rule {
@@ -657,6 +720,8 @@ fn compile(
                 on_delete: r.on_delete,
                 signatures,
                 vulnerabilities: r.vulnerabilities,
+                attestation,
+                attest,
             },
             hosts,
             (r.source.span(), target_spans),
@@ -828,6 +893,47 @@ auth = "none"
             )),
             Verdict::Match { .. }
         ));
+    }
+
+    #[test]
+    fn attestation_gates_and_release_attestations_name_google_resources_exactly() {
+        let set = parse(&rule(
+            "require_attestation = { attestors = [\"projects/p/attestors/built\", \"projects/q/attestors/scanned\"] }\n\
+             attest = { key = \"projects/p/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1\", note = \"projects/partner/notes/released\" }",
+        ))
+        .unwrap();
+        let r = &set.rules[0];
+        assert!(r.gated());
+        assert_eq!(r.attestation.as_ref().unwrap().attestors.len(), 2);
+        assert_eq!(
+            r.attest.as_ref().unwrap().note.as_str(),
+            "projects/partner/notes/released"
+        );
+        let errors = parse(&rule(
+            "require_attestation = { attestors = [\"projects/p/notes/built\"] }\n\
+             attest = { key = \"projects/p/cryptoKeys/k\", note = \"partner/released\" }",
+        ))
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{text:#?}");
+        assert!(
+            text[0].contains("require_attestation") && text[0].contains("attestors/NAME"),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("attest.key") && t.contains("cryptoKeyVersions")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("attest.note") && t.contains("notes/NAME")),
+            "{text:#?}"
+        );
+        assert!(
+            errors.iter().all(|e| e.line > 0 && e.column > 0),
+            "{text:#?}"
+        );
     }
 
     #[test]
