@@ -15,7 +15,7 @@
 //! The scrape comes from the real service in process: a copy, a hold by the signature gate, an
 //! ignored and a malformed delivery, so that every family has samples (and their labels can be
 //! checked; the exposition leaves a family without series out altogether), plus one
-//! `image-relay serve` reloading its rules on SIGHUP, the only way to count a reload. The
+//! `image-relay serve` reloading its rule file, the only way to count a reload. The
 //! checks themselves are tested against a scrape written out here
 //! (`the_checks_report_what_the_relay_does_not_export`), so a check that can no longer fail
 //! fails there.
@@ -1188,9 +1188,11 @@ async fn live_scrape() -> String {
     let in_process = app.metrics().await;
 
     // Reloads are the serving process's (a file watcher and SIGHUP in src/serve.rs): App has
-    // neither, so one `serve` reloads its rules once.
+    // neither, so one `serve` reloads its rules once. Rewriting the file rather than sending
+    // SIGHUP: the file watcher is in place before `serve` listens, while a SIGHUP that came
+    // before its handler was installed would stop the process.
     let svc = Service::start(&rules, &["--push-auth", "none"]).await;
-    unsafe { libc::kill(svc.child.id() as i32, libc::SIGHUP) };
+    std::fs::write(&svc.rules, &rules).unwrap();
     let served = eventually(Duration::from_secs(10), "a counted reload", || async {
         let m = svc.metrics().await;
         match counter(&m, "image_relay_rule_reloads_total{result=\"success\"}") {
