@@ -23,4 +23,6 @@ module "image_relay" {
   audit_location        = var.audit_location
   audit_retention_days  = var.audit_retention_days
   vulnerability_gate    = var.vulnerability_gate
+  managed_prometheus    = var.managed_prometheus
+  replication_slo       = var.replication_slo
 }

@@ -42,3 +42,13 @@ output "audit_bucket" {
   description = "Audit bucket (audit_destination = \"bucket\"), else null."
   value       = module.image_relay.audit_bucket
 }
+
+output "dashboard_id" {
+  description = "The Cloud Monitoring dashboard of the relay."
+  value       = module.image_relay.dashboard_id
+}
+
+output "replication_slo" {
+  description = "The replication objective as the alerts measure it (measured_within_seconds: the histogram bound counted against)."
+  value       = module.image_relay.replication_slo
+}

@@ -84,3 +84,18 @@ variable "vulnerability_gate" {
   type        = bool
   default     = false
 }
+
+variable "managed_prometheus" {
+  description = "Run the Managed Service for Prometheus sidecar, so that the relay's own metrics reach Cloud Monitoring (dashboard tiles, the slow-copies alert of the replication objective)."
+  type        = bool
+  default     = true
+}
+
+variable "replication_slo" {
+  description = "The replication objective: percent of images in place at their targets within within_seconds of being published, over the last hour (see the module's README)."
+  type = object({
+    percent        = number
+    within_seconds = number
+  })
+  default = { percent = 99, within_seconds = 600 }
+}

@@ -115,3 +115,14 @@ resource "google_project_iam_member" "relay_reads_vulnerabilities" {
   role    = "roles/containeranalysis.occurrences.viewer"
   member  = local.relay_member
 }
+
+# The Prometheus sidecar writes the relay's metrics as the relay's identity. metricWriter is
+# granted on the project only: Cloud Monitoring has no narrower resource to grant it on, and it
+# allows writing time series, not reading or changing anything.
+resource "google_project_iam_member" "relay_writes_metrics" {
+  count = var.managed_prometheus ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/monitoring.metricWriter"
+  member  = local.relay_member
+}

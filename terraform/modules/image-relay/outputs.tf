@@ -94,3 +94,17 @@ output "audit_sink_writer_identity" {
   description = "Identity the audit sink writes as; the module grants it write on the audit dataset or bucket only."
   value       = google_logging_project_sink.audit.writer_identity
 }
+
+output "dashboard_id" {
+  description = "Id of the Cloud Monitoring dashboard \"image-relay: NAME\" (projects/PROJECT_NUMBER/dashboards/ID)."
+  value       = google_monitoring_dashboard.relay.id
+}
+
+output "replication_slo" {
+  description = "The replication objective as the alerts measure it: percent, within_seconds, and measured_within_seconds, the histogram bound the slow-copies alert counts against (the largest not above within_seconds)."
+  value = {
+    percent                 = var.replication_slo.percent
+    within_seconds          = var.replication_slo.within_seconds
+    measured_within_seconds = local.slo_bound
+  }
+}

@@ -64,6 +64,8 @@ resource "google_cloud_run_v2_service" "relay" {
     }
 
     containers {
+      # Named, so that the Prometheus sidecar can wait for it (depends_on below).
+      name  = "relay"
       image = var.image
       # The image's entrypoint is the image-relay binary with no default command.
       args = ["serve"]
@@ -130,6 +132,27 @@ resource "google_cloud_run_v2_service" "relay" {
       }
     }
 
+    # Managed Service for Prometheus: Google's collector scrapes the relay's /metrics on
+    # localhost:8080 (its default RunMonitoring config: port 8080, path /metrics, every 30 s) and
+    # writes the series to Cloud Monitoring, where the dashboard's PromQL tiles and the
+    # replication objective read them (slo.tf). Without it nothing scrapes /metrics on Cloud
+    # Run. It starts once the relay passes its startup probe, so its first scrape finds it.
+    dynamic "containers" {
+      for_each = var.managed_prometheus ? [var.prometheus_sidecar_image] : []
+      content {
+        name       = "prometheus"
+        image      = containers.value
+        depends_on = ["relay"]
+        resources {
+          # Cloud Run's default for a container, written out: it adds to the instance's size.
+          limits = {
+            cpu    = "1"
+            memory = "512Mi"
+          }
+        }
+      }
+    }
+
     volumes {
       name = "rules"
       secret {
@@ -148,6 +171,8 @@ resource "google_cloud_run_v2_service" "relay" {
   depends_on = [
     # A revision whose identity cannot read its rules never becomes ready.
     google_secret_manager_secret_iam_member.relay_reads_rules,
+    # Otherwise the sidecar's first writes of the relay's metrics are refused.
+    google_project_iam_member.relay_writes_metrics,
     google_project_service.apis,
   ]
 }

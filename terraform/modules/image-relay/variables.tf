@@ -230,3 +230,40 @@ variable "vulnerability_gate" {
   type        = bool
   default     = false
 }
+
+variable "managed_prometheus" {
+  description = "Run Google's Managed Service for Prometheus sidecar beside the relay: it scrapes the relay's /metrics (localhost:8080, every 30 s, and once more when an instance stops) into Cloud Monitoring, for the dashboard's relay tiles and the slow-copies half of the replication objective. The relay's service account gets roles/monitoring.metricWriter on project_id. False: no sidecar and no grant; the dashboard's PromQL tiles stay empty and only the waiting-notifications alert watches the objective."
+  type        = bool
+  default     = true
+}
+
+variable "prometheus_sidecar_image" {
+  description = "Image of the Managed Service for Prometheus sidecar for Cloud Run (Google's, in us-docker.pkg.dev/cloud-ops-agents-artifacts). Pin it by digest where images must be."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+}
+
+variable "replication_slo" {
+  description = <<-EOT
+    The replication objective: `percent` % of images in place at their targets within `within_seconds` of Artifact Registry publishing them, measured over the last hour. Two alert policies watch it (slo.tf): the share of replications within the bound (from the relay's publish-to-replicated histogram; needs managed_prometheus), and the age of the oldest notification still unacked in the delivery subscription.
+    The histogram's buckets double from 0.25 s (1, 2, 4, ... 512, 1024, ... 8192), and an image is counted on time only within the largest bound not above within_seconds (600 is measured as 512): the alert errs toward firing. See terraform/README.md, "Replication objective".
+  EOT
+  type = object({
+    percent        = number
+    within_seconds = number
+  })
+  default  = { percent = 99, within_seconds = 600 }
+  nullable = false
+
+  validation {
+    # 100 % leaves no error budget: one slow image, e.g. behind a registry outage, would breach it.
+    condition     = var.replication_slo.percent > 0 && var.replication_slo.percent < 100
+    error_message = "replication_slo.percent must be above 0 and below 100."
+  }
+
+  validation {
+    # Within the histogram's bounds; beyond 8192 s, the last bucket is +Inf and says nothing.
+    condition     = var.replication_slo.within_seconds >= 1 && var.replication_slo.within_seconds <= 8192
+    error_message = "replication_slo.within_seconds must be between 1 and 8192 (the relay's latency histogram ends at 8192 s)."
+  }
+}
