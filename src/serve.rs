@@ -218,16 +218,20 @@ fn spawn_reloader(path: PathBuf, relay: Arc<Relay>, metrics: Arc<Metrics>) {
     }
     #[cfg(unix)]
     {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let _ = tx.send("SIGHUP");
+        // Installed before this returns, not inside the task: a SIGHUP that arrives before
+        // a spawned task first runs would meet the default action and end the process.
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let _ = tx.send("SIGHUP");
+                    }
+                });
             }
-        });
+            Err(e) => tracing::warn!("rules will not reload on SIGHUP: {e}"),
+        }
     }
     tokio::spawn(async move {
         // The watcher stops when dropped: keep it as long as this task lives.
