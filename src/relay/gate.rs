@@ -2,15 +2,16 @@
 //! image, and Artifact Analysis must have found nothing the `vulnerabilities` policy refuses.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::event::Event;
+use crate::event::{DeliveryForm, Event};
 use crate::manifest::{Contents, PlatformFilter};
 use crate::reference::{Digest, Repository};
 use crate::registry::{ManifestHead, Registries, RepoClient};
 use crate::rules::Rule;
 use crate::signature;
 use crate::telemetry::Metrics;
-use crate::vulnerability::{Scanner, VulnerabilityPolicy};
+use crate::vulnerability::{Published, Scanner, VulnerabilityPolicy};
 
 use super::outcome::TargetStatus;
 
@@ -90,8 +91,17 @@ impl Gates {
         }
         match &rule.vulnerabilities {
             Some(policy) => {
-                self.vulnerabilities(registries, &source, &event.repo, &digest, rule, policy)
-                    .await
+                let published = published(event, SystemTime::now());
+                self.vulnerabilities(
+                    registries,
+                    &source,
+                    &event.repo,
+                    &digest,
+                    rule,
+                    policy,
+                    published,
+                )
+                .await
             }
             None => None,
         }
@@ -99,6 +109,7 @@ impl Gates {
 
     /// Artifact Analysis findings for the image, or for each child of an index (the children
     /// the rule copies, when it filters platforms).
+    #[allow(clippy::too_many_arguments)]
     async fn vulnerabilities(
         &self,
         registries: &Registries,
@@ -107,6 +118,7 @@ impl Gates {
         digest: &Digest,
         rule: &Rule,
         policy: &VulnerabilityPolicy,
+        published: Published,
     ) -> Option<TargetStatus> {
         let manifest = match source.get_manifest(digest).await {
             Ok(m) => m,
@@ -131,7 +143,7 @@ impl Gates {
         };
         match self
             .scanner
-            .check(repo, &digests, policy, token.expose())
+            .check(repo, &digests, policy, published, token.expose())
             .await
         {
             Ok(crate::vulnerability::Verdict::Clean) => None,
@@ -151,5 +163,63 @@ impl Gates {
                 e.is_retryable() || e.is_denied(),
             )),
         }
+    }
+}
+
+/// How long ago the event's image was published, for `unscanned_after` (see [`Published`]).
+/// For a signature that releases its image, this is the signature's event: the image is at
+/// least that old, so an unscanned image waits no less than the rule says.
+fn published(event: &Event, now: SystemTime) -> Published {
+    match event
+        .publish_time
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t.trim()).ok())
+    {
+        // A publish time ahead of this clock (skew between Google's and the instance's) is
+        // "just now": waiting is the answer a later delivery can still correct.
+        Some(t) => Published::Ago(now.duration_since(t).unwrap_or_default()),
+        None if event.delivery == DeliveryForm::Reconcile => Published::UnknownToSync,
+        None => Published::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn event(publish_time: Option<&str>, delivery: DeliveryForm) -> Event {
+        Event {
+            action: crate::event::Action::Insert,
+            repo: Repository::parse("src.example/acme/releases/app").unwrap(),
+            tag: None,
+            digest: None,
+            message_id: None,
+            publish_time: publish_time.map(str::to_owned),
+            delivery,
+        }
+    }
+
+    #[test]
+    fn the_age_is_measured_from_the_publish_time_and_unknown_only_to_a_sync_is_old() {
+        let now = humantime::parse_rfc3339("2026-11-20T20:00:00Z").unwrap();
+        let e = event(Some("2026-11-20T19:13:55.749Z"), DeliveryForm::PubSubPush);
+        assert_eq!(
+            published(&e, now),
+            Published::Ago(Duration::from_millis(46 * 60_000 + 4_251))
+        );
+        let ahead = event(Some("2026-11-20T20:05:00Z"), DeliveryForm::PubSubPush);
+        assert_eq!(published(&ahead, now), Published::Ago(Duration::ZERO));
+        for time in [None, Some("yesterday")] {
+            assert_eq!(
+                published(&event(time, DeliveryForm::PubSubPush), now),
+                Published::Unknown
+            );
+        }
+        assert_eq!(
+            published(&event(None, DeliveryForm::Reconcile), now),
+            Published::UnknownToSync
+        );
     }
 }

@@ -513,7 +513,7 @@ struct RuleShape {
     #[serde(default)]
     require_signature: Option<Spanned<SignatureGates>>,
     #[serde(default)]
-    vulnerabilities: Option<VulnerabilityPolicy>,
+    vulnerabilities: Option<Spanned<VulnerabilityPolicy>>,
     #[serde(default)]
     require_attestation: Option<Spanned<AttestationGate>>,
     #[serde(default)]
@@ -705,6 +705,20 @@ fn compile(
             note: note.ok()?,
         })
     });
+    let vulnerabilities = r.vulnerabilities.map(|v| {
+        // Without require_scan the DISCOVERY state is never asked for, so an unscanned image
+        // passes at once: a bound on waiting for its scan would be written and mean nothing.
+        if v.get_ref().unscanned_after.is_some() && !v.get_ref().require_scan {
+            errors.push(at(
+                v.span(),
+                format!(
+                    "rule {label:?}: vulnerabilities: unscanned_after bounds the wait for a scan, \
+                     which only require_scan = true waits for: add require_scan = true or drop unscanned_after"
+                ),
+            ));
+        }
+        v.into_inner()
+    });
     match (errors.is_empty(), source) {
         (true, Some(source)) => Ok((
             Rule {
@@ -719,7 +733,7 @@ fn compile(
                 digests: r.digests,
                 on_delete: r.on_delete,
                 signatures,
-                vulnerabilities: r.vulnerabilities,
+                vulnerabilities,
                 attestation,
                 attest,
             },
@@ -973,6 +987,49 @@ auth = "none"
         ))
         .unwrap_err();
         assert!(errs[0].message.contains("auth"), "{errs:?}");
+    }
+
+    #[test]
+    fn unscanned_after_is_a_duration_and_needs_require_scan_or_is_refused_where_written() {
+        let gate = |v: &str| format!("vulnerabilities = {{ block = \"HIGH\", {v} }}");
+        let set = parse(&rule(&gate(
+            "require_scan = true, unscanned_after = \"45m\"",
+        )))
+        .unwrap();
+        let policy = set.rules[0].vulnerabilities.as_ref().unwrap();
+        assert_eq!(
+            policy.unscanned_after(),
+            std::time::Duration::from_secs(45 * 60)
+        );
+
+        let line = gate("require_scan = true, unscanned_after = \"soon\"");
+        let errs = parse(&rule(&line)).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let column = line.find("\"soon\"").unwrap() + 1;
+        assert_eq!((errs[0].line, errs[0].column), (8, column), "{errs:?}");
+        assert!(
+            errs[0].message.contains("unscanned_after") && errs[0].message.contains("\"soon\""),
+            "{errs:?}"
+        );
+
+        let errs = parse(&rule(&gate("unscanned_after = \"45m\""))).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            (errs[0].line, errs[0].column),
+            (8, 19),
+            "at the table: {errs:?}"
+        );
+        assert!(
+            errs[0]
+                .message
+                .starts_with("rule \"r\": vulnerabilities: unscanned_after")
+                && errs[0].message.contains("require_scan = true"),
+            "{errs:?}"
+        );
+        assert_eq!(
+            errs[0].to_string(),
+            format!("relay.toml:8:19: {}", errs[0].message)
+        );
     }
 
     /// Rules from `(name, source, targets, tags)`, registries for every host they name.
