@@ -874,8 +874,19 @@ auth = "none"
             )),
             Some(Clause::Exclude)
         );
+        // Untagged: turned away by the tag clause when the rule brings no referrers; with
+        // them (the default) it may be one, and the relay reads it.
+        assert!(matches!(
+            r.evaluate(&event(Action::Insert, "src.example/releases/app", None)),
+            Verdict::UntaggedArrived { .. }
+        ));
+        let plain = parse(&rule("referrers = false")).unwrap();
         assert_eq!(
-            clause(event(Action::Insert, "src.example/releases/app", None)),
+            match plain.rules[0].evaluate(&event(Action::Insert, "src.example/releases/app", None))
+            {
+                Verdict::Rejected { clause, .. } => Some(clause),
+                _ => None,
+            },
             Some(Clause::Tag)
         );
         assert_eq!(
