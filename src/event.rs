@@ -688,9 +688,8 @@ mod tests {
                 true,
             ),
             (
-                format!(
-                    "projects/example.com:my-project/locations/us-west1/repositories/my-repo/packages/image-name/tags/2.0"
-                ),
+                "projects/example.com:my-project/locations/us-west1/repositories/my-repo/packages/image-name/tags/2.0"
+                    .to_owned(),
                 "us-west1-docker.pkg.dev/example.com/my-project/my-repo/image-name",
                 Some("2.0"),
                 false,
@@ -736,7 +735,8 @@ mod tests {
                 "names no repository",
             ),
             (
-                format!("projects/src-proj/locations//repositories/releases/packages/app/tags/v1"),
+                "projects/src-proj/locations//repositories/releases/packages/app/tags/v1"
+                    .to_owned(),
                 "empty segment",
             ),
         ];
