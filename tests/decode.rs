@@ -1,9 +1,13 @@
 //! Every delivery form and every malformed body from Google's exact shapes (tests/fixtures,
-//! copied from the shared fixtures) decodes to the right event or the right error.
+//! copied from the shared fixtures; the audit-log ones built from Google's documented shapes)
+//! decodes to the right event, the right error, or, for an audit entry that changes no image,
+//! to an acknowledgement.
 
 use std::path::PathBuf;
 
-use image_relay::event::{Action, DecodeError, DeliveryForm, DeliveryMeta, Event, decode};
+use image_relay::event::{
+    Action, DecodeError, Decoded, DeliveryForm, DeliveryMeta, Event, Ignored, decode,
+};
 
 fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -217,4 +221,202 @@ fn a_key_named_twice_is_refused_naming_it_not_decided_by_the_last_one() {
     // Keys alike in different objects are not repeats.
     let fine = format!(r#"{{"message":{{"data":"{once}","messageId":"9"}},"subscription":"s"}}"#);
     assert!(decode(&DeliveryMeta::default(), fine.as_bytes()).is_ok());
+}
+
+// Eventarc's Cloud Audit Logs form: the Data Access entry of the Docker API call is the body.
+
+/// The image every audit-log fixture names: `team%2Fapp` in repository `releases` of
+/// `src-proj`, location `us`.
+const AUDIT_REPO: &str = "us-docker.pkg.dev/src-proj/releases/team/app";
+
+/// `ce-id` of an audit-log event: the log, then the entry's insertId and time.
+fn audit_ce_id(insert_id: &str, micros: &str) -> String {
+    format!("projects/src-proj/logs/cloudaudit.googleapis.com%2Fdata_access-{insert_id}{micros}")
+}
+
+fn audit_event(name: &str) -> Event {
+    let e = decode_delivery(&format!("delivery/audit-log/{name}"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(e.delivery, DeliveryForm::AuditLog, "{name}");
+    assert_eq!(e.repo.to_string(), AUDIT_REPO, "{name}");
+    e
+}
+
+#[test]
+fn an_audit_log_push_by_tag_is_an_insert_of_the_tag() {
+    let e = audit_event("put-manifest-tag");
+    assert_eq!(e.delivery.as_str(), "audit_log");
+    assert_eq!(e.action, Action::Insert);
+    assert_eq!(e.tag.as_ref().map(|t| t.as_str()), Some("v1.2.3"));
+    // The entry names the tag only; the copy reads what the source tag names.
+    assert!(e.digest.is_none());
+    assert_eq!(
+        e.message_id.as_deref(),
+        Some(audit_ce_id("1q2w3e4r5t6y", "1795202035749000").as_str())
+    );
+    assert_eq!(e.publish_time.as_deref(), Some("2026-11-20T19:13:55.749Z"));
+}
+
+#[test]
+fn an_audit_log_push_by_digest_is_an_insert_of_the_digest_named_by_ce_id_or_insert_id() {
+    let e = audit_event("put-manifest-digest");
+    assert_eq!(e.action, Action::Insert);
+    assert!(e.tag.is_none());
+    assert_eq!(e.digest.as_ref().unwrap().as_str(), DIGEST);
+    assert_eq!(
+        e.message_id.as_deref(),
+        Some(audit_ce_id("7u8i9o0p1a2s", "1795202041002000").as_str())
+    );
+    // The bare entry, without CloudEvents headers (as local tooling posts it): the entry's
+    // own insertId and timestamp name it.
+    let (_, body) = delivery("delivery/audit-log/put-manifest-digest");
+    let bare = decode(&DeliveryMeta::default(), &body).unwrap();
+    assert_eq!(bare.reference(), e.reference());
+    assert_eq!(bare.delivery, DeliveryForm::AuditLog);
+    assert_eq!(bare.message_id.as_deref(), Some("7u8i9o0p1a2s"));
+    assert_eq!(
+        bare.publish_time.as_deref(),
+        Some("2026-11-20T19:14:01.002Z")
+    );
+    // CloudEvents structured mode: the entry under data, the id beside it.
+    let s = decode_delivery("delivery/audit-log/structured-put-manifest-digest").unwrap();
+    assert_eq!(
+        (s.delivery, s.reference()),
+        (DeliveryForm::AuditLog, e.reference())
+    );
+    assert_eq!(s.message_id, e.message_id);
+}
+
+#[test]
+fn an_audit_log_tag_delete_is_a_delete_of_the_tag() {
+    let e = audit_event("delete-tag");
+    assert_eq!(e.action, Action::Delete);
+    assert_eq!(e.tag.as_ref().map(|t| t.as_str()), Some("v1.2.3"));
+    assert!(e.digest.is_none());
+    assert_eq!(e.publish_time.as_deref(), Some("2026-11-20T19:15:12.310Z"));
+}
+
+#[test]
+fn an_audit_log_manifest_delete_is_a_delete_of_the_digest() {
+    let e = audit_event("delete-manifest");
+    assert_eq!(e.action, Action::Delete);
+    assert!(e.tag.is_none());
+    assert_eq!(e.digest.as_ref().unwrap().as_str(), DIGEST);
+}
+
+#[test]
+fn audit_entries_that_change_no_image_are_ignored_and_decode_refuses_them_for_todays_edge() {
+    let cases = [
+        (
+            "get-manifest",
+            "protoPayload.methodName",
+            "Docker-GetManifest changes no image",
+        ),
+        (
+            "put-manifest-denied",
+            "protoPayload.status",
+            "Docker-PutManifest request failed (PERMISSION_DENIED, 7): Permission",
+        ),
+        (
+            "other-service",
+            "protoPayload.serviceName",
+            "an audit entry of storage.googleapis.com",
+        ),
+    ];
+    let files = std::fs::read_dir(fixture("delivery/audit-log/ignored"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(files, cases.len(), "an ignored fixture has no case here");
+    for (name, field, reason) in cases {
+        let (meta, body) = delivery(&format!("delivery/audit-log/ignored/{name}"));
+        let decoded = image_relay::event::decode_delivery(&meta, &body)
+            .unwrap_or_else(|e| panic!("{name}: understood, not malformed: {e}"));
+        let Decoded::Ignored(Ignored {
+            delivery,
+            message_id,
+            field: decided_by,
+            reason: why,
+        }) = decoded
+        else {
+            panic!("{name}: {decoded:?} relays nothing that happened");
+        };
+        assert_eq!(delivery, DeliveryForm::AuditLog, "{name}");
+        assert_eq!(decided_by, field, "{name}: {why}");
+        assert!(why.contains(reason), "{name}: {why}");
+        assert_eq!(message_id.as_deref(), meta.ce_id.as_deref(), "{name}");
+        // The edge acts on decode(), which answers every error with 400: until it tells an
+        // ignored entry from a broken one, the entry is refused naming the same field.
+        let err = decode(&meta, &body).expect_err(name);
+        assert_eq!(err.field, field, "{name}: {err}");
+        assert!(
+            err.reason.contains(reason) && err.reason.ends_with("nothing to relay"),
+            "{name}: {err}"
+        );
+        assert_eq!(err.message_id, message_id, "{name}");
+    }
+}
+
+#[test]
+fn malformed_audit_entries_are_refused_naming_the_field() {
+    let cases = [
+        ("protopayload-not-object", "protoPayload", "object"),
+        ("not-an-audit-log", "protoPayload.@type", "not an audit log"),
+        ("no-service-name", "protoPayload.serviceName", "missing"),
+        ("no-method-name", "protoPayload.methodName", "missing"),
+        (
+            "method-name-not-a-string",
+            "protoPayload.methodName",
+            "string",
+        ),
+        (
+            "method-name-twice",
+            "protoPayload.methodName",
+            "more than once",
+        ),
+        ("no-resource-name", "protoPayload.resourceName", "missing"),
+        (
+            "resource-names-a-repository",
+            "protoPayload.resourceName",
+            "names no image",
+        ),
+        ("resource-bad-digest", "protoPayload.resourceName", "digest"),
+        ("status-not-object", "protoPayload.status", "object"),
+        (
+            "status-code-not-a-number",
+            "protoPayload.status.code",
+            "google.rpc.Code",
+        ),
+    ];
+    let files: Vec<_> = std::fs::read_dir(fixture("delivery/audit-log/malformed"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        files.len(),
+        cases.len(),
+        "a malformed fixture has no case here"
+    );
+    // As Eventarc delivers them: binary mode, the entry as the body.
+    let (meta, _) = delivery("delivery/audit-log/put-manifest-tag");
+    for (name, field, reason) in cases {
+        let body = std::fs::read(fixture(&format!(
+            "delivery/audit-log/malformed/{name}.json"
+        )))
+        .unwrap();
+        let err = decode(&meta, &body).expect_err(name);
+        assert_eq!(err.field, field, "{name}: {err}");
+        assert!(err.reason.contains(reason), "{name}: {err}");
+        if name != "method-name-twice" {
+            assert_eq!(
+                err.message_id, meta.ce_id,
+                "{name}: message id kept for the log"
+            );
+        }
+    }
 }

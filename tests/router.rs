@@ -736,3 +736,123 @@ async fn sync_refuses_a_caller_without_a_push_token_before_touching_a_registry()
     })
     .await;
 }
+
+/// Eventarc's audit-log form names its image as Artifact Registry serves it
+/// (`us-docker.pkg.dev/src-proj/releases/team/app`, from the entry's `resourceName`), so only a
+/// registry answering to that name can show the copy. The router therefore runs in
+/// `image-relay serve`, whose HTTP proxy is a loopback proxy in front of the source registry:
+/// the relay reaches "us-docker.pkg.dev" without leaving the machine, and the in-process router
+/// could not be given a proxy without giving it to every other test here.
+#[tokio::test]
+async fn an_audit_log_delivery_through_the_router_copies_the_image_its_resource_name_names() {
+    with_timeout(90, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let src_proxy = Proxy::start(&src.host(), Fault::None).await;
+        let img = Seeder::for_registry(&src)
+            .push_random_image("src-proj/releases/team/app", Some("v1.2.3"), Format::Oci, 77)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let rules_path = dir.path().join("rules.toml");
+        std::fs::write(
+            &rules_path,
+            format!(
+                "[[rule]]\nname = \"releases\"\nsource = \"us-docker.pkg.dev/src-proj/releases\"\n\
+                 images = [\".*\"]\ntags = ['v[0-9.]+']\ntargets = [\"{dst}/partner\"]\n\n\
+                 [registry.\"us-docker.pkg.dev\"]\nauth = \"none\"\n# plain HTTP, to the proxy\n\
+                 insecure = true\n\n[registry.\"{dst}\"]\nauth = \"none\"\n",
+                dst = dst.host()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("relay.log");
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+        /// The relay process, stopped with SIGTERM however the test ends.
+        struct Relay(std::process::Child);
+        impl Drop for Relay {
+            fn drop(&mut self) {
+                if let Ok(None) = self.0.try_wait() {
+                    unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+                    let _ = self.0.wait();
+                }
+            }
+        }
+        // The test's own client has no proxy: it talks to the relay on loopback.
+        let http = reqwest::Client::new();
+        let mut started = None;
+        // A free port can be taken between probing and binding: try a few.
+        for _ in 0..5 {
+            let port = common::service::free_port();
+            let mut relay = Relay(
+                common::service::serve_command(&rules_path, port, &["--push-auth", "none"])
+                    .env("HTTP_PROXY", format!("http://{}", src_proxy.host()))
+                    // The target is reached directly, as are its loopback neighbours.
+                    .env("NO_PROXY", "127.0.0.1,localhost")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .expect("start image-relay serve"),
+            );
+            if common::service::wait_ready(&http, &mut relay.0, port).await {
+                started = Some((relay, port));
+                break;
+            }
+            assert!(
+                read_log().contains("Address already in use"),
+                "serve did not start:\n{}",
+                read_log()
+            );
+        }
+        let (_relay, port) = started.expect("no free port for image-relay serve");
+
+        // The push by tag, as Eventarc delivers its audit entry.
+        let name = fixture("delivery/audit-log/put-manifest-tag.json");
+        let mut req = http
+            .post(format!("http://127.0.0.1:{port}/"))
+            .body(std::fs::read(&name).unwrap());
+        for line in std::fs::read_to_string(name.with_extension("headers"))
+            .unwrap()
+            .lines()
+        {
+            let (k, v) = line.split_once(':').unwrap();
+            req = req.header(k.trim(), v.trim());
+        }
+        let reply = req.send().await.unwrap();
+        let status = reply.status().as_u16();
+        let body: Value = reply.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{body}\n{}", read_log());
+        assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
+
+        let copied = Seeder::for_registry(&dst)
+            .get_manifest_raw("partner/team/app", "v1.2.3")
+            .await
+            .expect("the tag the entry names is at the target");
+        assert_eq!(copied.digest.as_deref(), Some(img.manifest.digest.as_str()));
+        // The source was read under the name the entry gave it, through the proxy.
+        let reads = src_proxy.requests();
+        assert!(
+            reads
+                .iter()
+                .any(|r| r.path.starts_with("/v2/src-proj/releases/team/app/manifests/")),
+            "{reads:?}"
+        );
+        let m = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            counter(
+                &m,
+                "image_relay_events_total{delivery=\"audit_log\",action=\"INSERT\",outcome=\"done\"}"
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    })
+    .await;
+}
