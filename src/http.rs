@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::event::{DeliveryMeta, Event, decode};
+use crate::event::{Decoded, DeliveryMeta, Event, decode_delivery};
 use crate::push_auth::PushAuth;
 use crate::relay::{Disposition, Relay, TargetStatus};
 use crate::telemetry::Metrics;
@@ -220,8 +220,27 @@ async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         pubsub_message_id: header_string(&headers, "x-goog-pubsub-message-id"),
         pubsub_publish_time: header_string(&headers, "x-goog-pubsub-publish-time"),
     };
-    let event = match decode(&meta, &bytes) {
-        Ok(e) => e,
+    let event = match decode_delivery(&meta, &bytes) {
+        Ok(Decoded::Event(e)) => e,
+        Ok(Decoded::Ignored(i)) => {
+            // Understood, and nothing to relay (a pull, a failed request, another service's
+            // entry): acknowledged, since a redelivery would only bring the same answer.
+            tracing::info!(
+                trace = %trace,
+                message_id = i.message_id.as_deref().unwrap_or(""),
+                field = %i.field,
+                "nothing to relay: {}", i.reason
+            );
+            state
+                .metrics
+                .event(i.delivery.as_str(), "unknown", "ignored");
+            let detail = json!({ "reason": i.reason, "field": i.field }).to_string();
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&detail) {
+                resp.headers_mut().insert("x-image-relay-reason", v);
+            }
+            return resp;
+        }
         Err(e) => {
             tracing::error!(
                 trace = %trace,

@@ -856,3 +856,60 @@ async fn an_audit_log_delivery_through_the_router_copies_the_image_its_resource_
     })
     .await;
 }
+
+#[tokio::test]
+async fn audit_entries_that_change_no_image_are_acknowledged_and_touch_no_registry() {
+    with_timeout(60, async {
+        let src = Registry::start().await;
+        let dst = Registry::start().await;
+        let src_proxy = Proxy::start(&src.host(), Fault::None).await;
+        let dst_proxy = Proxy::start(&dst.host(), Fault::None).await;
+        // The fixtures name us-docker.pkg.dev/src-proj/releases; a rule watches it, so only
+        // the decoder's verdict keeps the relay away from the registries.
+        let app = App::start(&rules(
+            "us-docker.pkg.dev/src-proj/releases",
+            &[&format!("{}/partner", dst_proxy.host())],
+            "",
+        ));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(fixture("delivery/audit-log/ignored")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let headers = std::fs::read_to_string(path.with_extension("headers"))
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            let d = Delivery {
+                headers,
+                body: std::fs::read(&path).unwrap(),
+            };
+            let reply = app.post(&d).await;
+            assert_eq!(reply.status, 204, "{}: {}", path.display(), reply.text());
+            let reason: Value =
+                serde_json::from_str(reply.header("x-image-relay-reason").unwrap()).unwrap();
+            assert!(
+                reason["field"].as_str().unwrap().starts_with("protoPayload."),
+                "{}: {reason}",
+                path.display()
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, 3, "one per ignored fixture");
+        let m = app.get("/metrics").await.text();
+        assert_eq!(
+            counter(
+                &m,
+                "image_relay_events_total{delivery=\"audit_log\",action=\"unknown\",outcome=\"ignored\"}"
+            ),
+            Some(3.0),
+            "{m}"
+        );
+        assert!(src_proxy.requests().is_empty());
+        assert!(dst_proxy.requests().is_empty());
+    })
+    .await;
+}
