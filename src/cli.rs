@@ -440,10 +440,18 @@ async fn plan(args: &PlanArgs) -> ExitCode {
                     println!("rule {}: held by the {gate} gate: {reason}", r.name);
                     continue;
                 }
+                Some(crate::relay::TargetStatus::Pending { gate, reason }) => {
+                    println!(
+                        "rule {}: the {gate} gate cannot decide yet: {reason}",
+                        r.name
+                    );
+                    continue;
+                }
                 Some(other) => {
                     println!(
-                        "rule {}: signature gate could not be checked: {other:?}",
-                        r.name
+                        "rule {}: the release gates could not be checked: {}",
+                        r.name,
+                        other.reason().unwrap_or(other.label())
                     );
                     continue;
                 }
@@ -462,6 +470,9 @@ async fn plan(args: &PlanArgs) -> ExitCode {
         }
         if r.referrers {
             how.push("with referrers".into());
+        }
+        if let Some(a) = &r.attest {
+            how.push(format!("then attested on {} with {}", a.note, a.key));
         }
         let verb = match event.action {
             crate::event::Action::Insert => "copy to",

@@ -140,8 +140,11 @@ impl Relay {
         let mut acted: Vec<Option<TargetStatus>> = vec![None; names.len()];
         let mut active: Vec<usize> = (0..names.len()).collect();
         let mut want = first;
+        // The digest the targets were last written with (after platform filtering): what a
+        // release attestation names.
+        let mut at_target: Option<Digest> = None;
         for round in 1..=MAX_ROUNDS {
-            let (statuses, placed) = match &want {
+            let (statuses, placed, wrote) = match &want {
                 Want::Image(digest) => {
                     let e = Event {
                         digest: digest.clone(),
@@ -152,7 +155,7 @@ impl Relay {
                         Cargo::Referrer => None,
                     };
                     match held {
-                        Some(held) => (vec![held; active.len()], None),
+                        Some(held) => (vec![held; active.len()], None, None),
                         None => self.copy_round(&engine, &e, m, &active).await,
                     }
                 }
@@ -162,9 +165,12 @@ impl Relay {
                     for &i in &active {
                         out.push(self.remove_tag(loaded, &m.targets[i], tag).await);
                     }
-                    (out, None)
+                    (out, None, None)
                 }
             };
+            if wrote.is_some() {
+                at_target = wrote;
+            }
             for (&i, status) in active.iter().zip(statuses) {
                 if status.acted() {
                     acted[i] = Some(status.clone());
@@ -259,7 +265,22 @@ impl Relay {
                 }
                 (repo.clone(), name, status)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut targets = targets;
+        if let (Cargo::Image, Some(release), Some(digest)) = (cargo, &m.rule.attest, &at_target) {
+            for (repo, _, status) in &mut targets {
+                if matches!(
+                    status,
+                    TargetStatus::Copied { .. } | TargetStatus::AlreadyPresent
+                ) && let Some(failed) = self
+                    .gates
+                    .attest_release(&loaded.registries, release, repo, digest)
+                    .await
+                {
+                    *status = failed;
+                }
+            }
+        }
         Done { targets, bytes }
     }
 
@@ -272,7 +293,7 @@ impl Relay {
         event: &Event,
         m: &Match,
         active: &[usize],
-    ) -> (Vec<TargetStatus>, Option<Digest>) {
+    ) -> (Vec<TargetStatus>, Option<Digest>, Option<Digest>) {
         let targets: Vec<Reference> = active
             .iter()
             .map(|&i| Reference {
@@ -303,7 +324,7 @@ impl Relay {
                 Err(e) => TargetStatus::copy_failure(&e),
             })
             .collect();
-        (statuses, placed)
+        (statuses, placed, report.digest)
     }
 
     /// Delete `tag` from one target (the caller holds its lock).

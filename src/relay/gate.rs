@@ -1,12 +1,16 @@
 //! The release gates in front of a copy: every key set of `signatures` must have signed the
-//! image, and Artifact Analysis must have found nothing the `vulnerabilities` policy refuses.
+//! image, Artifact Analysis must have found nothing the `vulnerabilities` policy refuses, and
+//! every attestor of `attestation` must have attested it. Also the release attestation the
+//! relay makes once an image is in place, which calls the same Google APIs.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::attestation::{self, AttestationPolicy, Attestations, ReleaseAttestation};
 use crate::event::{DeliveryForm, Event};
 use crate::manifest::{Contents, PlatformFilter};
 use crate::reference::{Digest, Repository};
+use crate::registry::endpoints::GoogleApis;
 use crate::registry::{ManifestHead, Registries, RepoClient};
 use crate::rules::Rule;
 use crate::signature;
@@ -15,21 +19,20 @@ use crate::vulnerability::{Published, Scanner, VulnerabilityPolicy};
 
 use super::outcome::TargetStatus;
 
-/// The gates, built once for the process: the Container Analysis client and where it points.
+/// The gates, built once for the process: the Google API clients and where they point.
 pub struct Gates {
     scanner: Scanner,
+    attestations: Attestations,
     metrics: Arc<Metrics>,
 }
 
 impl Gates {
-    /// Gates whose vulnerability checks ask the Container Analysis API at
-    /// `container_analysis` (its production URL, or a fake's in tests).
-    pub fn new(container_analysis: &str, metrics: Arc<Metrics>) -> Result<Gates, reqwest::Error> {
+    /// Gates asking the Google APIs at `apis` (their production URLs, or fakes in tests).
+    pub fn new(apis: &GoogleApis, metrics: Arc<Metrics>) -> Result<Gates, reqwest::Error> {
+        let http = crate::registry::api_client()?;
         Ok(Gates {
-            scanner: Scanner::new(
-                crate::registry::api_client()?,
-                container_analysis.to_owned(),
-            ),
+            scanner: Scanner::new(http.clone(), apis.container_analysis.clone()),
+            attestations: Attestations::new(http, apis),
             metrics,
         })
     }
@@ -42,7 +45,7 @@ impl Gates {
         event: &Event,
         rule: &Rule,
     ) -> Option<TargetStatus> {
-        if rule.signatures.is_empty() && rule.vulnerabilities.is_none() {
+        if !rule.gated() {
             return None;
         }
         let source = match registries.repo(&event.repo) {
@@ -89,10 +92,10 @@ impl Gates {
                 Err(e) => return Some(TargetStatus::registry_failure(&e)),
             }
         }
-        match &rule.vulnerabilities {
-            Some(policy) => {
-                let published = published(event, SystemTime::now());
-                self.vulnerabilities(
+        if let Some(policy) = &rule.vulnerabilities {
+            let published = published(event, SystemTime::now());
+            let held = self
+                .vulnerabilities(
                     registries,
                     &source,
                     &event.repo,
@@ -101,9 +104,89 @@ impl Gates {
                     policy,
                     published,
                 )
-                .await
+                .await;
+            if held.is_some() {
+                return held;
+            }
+        }
+        match &rule.attestation {
+            Some(policy) => {
+                self.attested(registries, &event.repo, &digest, rule, policy)
+                    .await
             }
             None => None,
+        }
+    }
+
+    /// Binary Authorization: every attestor must have attested `digest` (an index's own
+    /// digest, the reference a cluster deploys and the policy is evaluated on).
+    async fn attested(
+        &self,
+        registries: &Registries,
+        repo: &Repository,
+        digest: &Digest,
+        rule: &Rule,
+        policy: &AttestationPolicy,
+    ) -> Option<TargetStatus> {
+        let token = match registries.google_token().await {
+            Ok(t) => t,
+            Err(e) => {
+                return Some(TargetStatus::failed(format!("attestation gate: {e}"), true));
+            }
+        };
+        match self
+            .attestations
+            .check(policy, repo, digest, token.expose())
+            .await
+        {
+            Ok(attestation::Verdict::Attested) => None,
+            Ok(attestation::Verdict::Missing { reason }) => {
+                self.metrics.held(&rule.name, "attestation");
+                Some(TargetStatus::Held {
+                    gate: "attestation".into(),
+                    reason,
+                })
+            }
+            Err(e) => Some(TargetStatus::failed(
+                format!("attestation gate: {e}"),
+                e.is_retryable() || e.is_denied(),
+            )),
+        }
+    }
+
+    /// Attest `digest` at `target` on the rule's release note: `None` when done (now or by an
+    /// earlier delivery), or the failure the target's outcome becomes.
+    pub async fn attest_release(
+        &self,
+        registries: &Registries,
+        release: &ReleaseAttestation,
+        target: &Repository,
+        digest: &Digest,
+    ) -> Option<TargetStatus> {
+        let token = match registries.google_token().await {
+            Ok(t) => t,
+            Err(e) => {
+                return Some(TargetStatus::failed(
+                    format!("release attestation: {e}"),
+                    true,
+                ));
+            }
+        };
+        match self
+            .attestations
+            .attest(release, target, digest, token.expose())
+            .await
+        {
+            Ok(attestation::Attested::Created { occurrence }) => {
+                tracing::info!(target = %target, %digest, occurrence, "release attested");
+                None
+            }
+            Ok(attestation::Attested::AlreadyThere) => None,
+            // The image is in place: a redelivery finds it there and attests without copying.
+            Err(e) => Some(TargetStatus::failed(
+                format!("copied, but not attested: {e}"),
+                e.is_retryable() || e.is_denied(),
+            )),
         }
     }
 

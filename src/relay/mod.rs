@@ -75,7 +75,7 @@ impl Relay {
         Ok(Relay {
             loaded: ArcSwap::from_pointee(loaded),
             locks: locks::TagLocks::default(),
-            gates: Gates::new(&apis.container_analysis, metrics.clone())?,
+            gates: Gates::new(&apis, metrics.clone())?,
             jobs,
             retry,
             apis,
