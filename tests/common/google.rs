@@ -1,7 +1,9 @@
 //! The Google APIs the relay calls, faked on one loopback port: the metadata server (access
 //! tokens for Application Default Credentials), IAM Credentials (`generateAccessToken`, for
-//! impersonation), Container Analysis (`occurrences.list`, for the vulnerability gate) and the
-//! JWKS that push tokens are verified against. Everything else in the tests is real.
+//! impersonation), Container Analysis (`occurrences.list` for the vulnerability gate; notes'
+//! occurrences and `occurrences.create` for attestations), Binary Authorization (attestors),
+//! Cloud KMS (`getPublicKey`, `asymmetricSign` over a digest, with keys the fake generates)
+//! and the JWKS that push tokens are verified against. Everything else in the tests is real.
 //!
 //! Each fake answers as the real API does where the relay could tell the difference: the
 //! metadata server wants `Metadata-Flavor: Google`, IAM and Container Analysis want a bearer
@@ -21,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::tokens::GOOGLE_KEY;
@@ -70,6 +73,18 @@ struct Fake {
     /// When set, the only project Container Analysis knows.
     project: Mutex<Option<String>>,
     calls: Mutex<Vec<OccurrencesCall>>,
+    /// Binary Authorization attestors by name (`projects/P/attestors/A`).
+    attestors: Mutex<HashMap<String, Value>>,
+    /// ATTESTATION occurrences, each with its `noteName` and `resourceUri`.
+    attestations: Mutex<Vec<Value>>,
+    /// Occurrences created through the API, in order.
+    created: AtomicUsize,
+    /// Cloud KMS key versions by name, each a P-256 signing key.
+    kms_keys: Mutex<HashMap<String, p256::ecdsa::SigningKey>>,
+    /// These APIs answer 503 while set.
+    binauthz_down: AtomicBool,
+    notes_down: AtomicBool,
+    kms_down: AtomicBool,
 }
 
 impl FakeGoogle {
@@ -88,6 +103,13 @@ impl FakeGoogle {
             accepted: Mutex::default(),
             project: Mutex::default(),
             calls: Mutex::default(),
+            attestors: Mutex::default(),
+            attestations: Mutex::default(),
+            created: AtomicUsize::new(0),
+            kms_keys: Mutex::default(),
+            binauthz_down: AtomicBool::new(false),
+            notes_down: AtomicBool::new(false),
+            kms_down: AtomicBool::new(false),
         });
         let router = axum::Router::new()
             .fallback(dispatch)
@@ -114,7 +136,88 @@ impl FakeGoogle {
             .env(
                 "RELAY_CONTAINER_ANALYSIS_URL",
                 self.container_analysis_url(),
-            );
+            )
+            .env("RELAY_BINARY_AUTHORIZATION_URL", self.base_url())
+            .env("RELAY_CLOUD_KMS_URL", self.base_url());
+    }
+
+    /// `http://HOST:PORT`: every fake API answers there.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Binary Authorization lists `attestor` (`projects/P/attestors/A`) with its note and keys
+    /// (`pkixPublicKey` entries, as [`pkix_key`] makes them).
+    pub fn add_attestor(&self, attestor: &str, note: &str, keys: Vec<Value>) {
+        self.state.attestors.lock().unwrap().insert(
+            attestor.to_owned(),
+            json!({
+                "name": attestor,
+                "userOwnedGrafeasNote": { "noteReference": note, "publicKeys": keys },
+                "updateTime": "2026-11-30T10:00:00Z",
+            }),
+        );
+    }
+
+    /// Container Analysis records an ATTESTATION occurrence on `note` for `resource_url`.
+    pub fn add_attestation(&self, note: &str, resource_url: &str, attestation: Value) {
+        let mut all = self.state.attestations.lock().unwrap();
+        let n = all.len() + 1;
+        all.push(json!({
+            "name": format!("projects/{}/occurrences/seeded-{n}", project_of_name(note)),
+            "kind": "ATTESTATION",
+            "noteName": note,
+            "resourceUri": resource_url,
+            "attestation": attestation,
+        }));
+    }
+
+    /// The ATTESTATION occurrences on `note` for `resource_url`.
+    pub fn attestations(&self, note: &str, resource_url: &str) -> Vec<Value> {
+        self.state
+            .attestations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o["noteName"] == note && o["resourceUri"] == resource_url)
+            .cloned()
+            .collect()
+    }
+
+    /// Occurrences created through `occurrences.create` so far.
+    pub fn created_occurrences(&self) -> usize {
+        self.state.created.load(Ordering::SeqCst)
+    }
+
+    /// Cloud KMS holds an EC_SIGN_P256_SHA256 key version `name`; returns its public key, PEM.
+    pub fn add_kms_key(&self, name: &str) -> String {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        self.state
+            .kms_keys
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), key);
+        pem
+    }
+
+    /// While `down`, Binary Authorization answers 503.
+    pub fn set_binauthz_down(&self, down: bool) {
+        self.state.binauthz_down.store(down, Ordering::SeqCst);
+    }
+
+    /// While `down`, notes' occurrences (list and create) answer 503.
+    pub fn set_notes_down(&self, down: bool) {
+        self.state.notes_down.store(down, Ordering::SeqCst);
+    }
+
+    /// While `down`, Cloud KMS answers 503.
+    pub fn set_kms_down(&self, down: bool) {
+        self.state.kms_down.store(down, Ordering::SeqCst);
     }
 
     /// `HOST:PORT`, as `GCE_METADATA_HOST` takes it.
@@ -297,6 +400,14 @@ async fn dispatch(State(fake): State<Arc<Fake>>, req: Request) -> Response {
         generate_access_token(&fake, &req)
     } else if path == "/oauth2/v3/certs" {
         jwks(&fake).await
+    } else if path.starts_with("/v1/projects/") && path.contains("/attestors/") {
+        attestor(&fake, &req)
+    } else if path.contains("/notes/") && path.ends_with("/occurrences") {
+        note_occurrences(&fake, &req)
+    } else if req.method() == axum::http::Method::POST && path.ends_with("/occurrences") {
+        create_occurrence(fake, req).await
+    } else if path.contains("/cryptoKeyVersions/") {
+        kms(&fake, req).await
     } else if path.ends_with("/occurrences") {
         occurrences(&fake, &req)
     } else {
@@ -497,4 +608,175 @@ fn occurrences(fake: &Fake, req: &Request) -> Response {
         body.insert("nextPageToken".into(), Value::String(end.to_string()));
     }
     axum::Json(Value::Object(body)).into_response()
+}
+
+/// `P` of `projects/P/...`.
+fn project_of_name(name: &str) -> &str {
+    name.split('/').nth(1).unwrap_or_default()
+}
+
+/// A caller the fake knows: a token it minted, or one accepted on purpose.
+fn authorized(fake: &Fake, req: &Request) -> bool {
+    let token = bearer(req).unwrap_or("");
+    is_minted(fake, token) || fake.accepted.lock().unwrap().contains(token)
+}
+
+fn unavailable() -> Response {
+    google_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "The service is currently unavailable.",
+    )
+}
+
+/// Binary Authorization `attestors.get`.
+fn attestor(fake: &Fake, req: &Request) -> Response {
+    if fake.binauthz_down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    if !authorized(fake, req) {
+        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no token");
+    }
+    let name = req.uri().path().trim_start_matches("/v1/");
+    match fake.attestors.lock().unwrap().get(name) {
+        Some(a) => axum::Json(a.clone()).into_response(),
+        None => google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "attestor not found"),
+    }
+}
+
+/// Container Analysis `notes.occurrences.list` with a `resourceUrl="..."` filter.
+fn note_occurrences(fake: &Fake, req: &Request) -> Response {
+    if fake.notes_down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    if !authorized(fake, req) {
+        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no token");
+    }
+    let note = req
+        .uri()
+        .path()
+        .trim_start_matches("/v1/")
+        .trim_end_matches("/occurrences")
+        .to_owned();
+    let q = query(req);
+    let Some(resource) = q
+        .get("filter")
+        .and_then(|f| f.strip_prefix("resourceUrl=\""))
+        .and_then(|f| f.strip_suffix('"'))
+    else {
+        return google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "bad filter");
+    };
+    let found: Vec<Value> = fake
+        .attestations
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| o["noteName"] == note.as_str() && o["resourceUri"] == resource)
+        .cloned()
+        .collect();
+    let mut body = serde_json::Map::new();
+    if !found.is_empty() {
+        body.insert("occurrences".into(), Value::Array(found));
+    }
+    axum::Json(Value::Object(body)).into_response()
+}
+
+/// Container Analysis `occurrences.create` of an ATTESTATION.
+async fn create_occurrence(fake: Arc<Fake>, req: Request) -> Response {
+    if fake.notes_down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    if !authorized(&fake, &req) {
+        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no token");
+    }
+    let project = req
+        .uri()
+        .path()
+        .trim_start_matches("/v1/projects/")
+        .trim_end_matches("/occurrences")
+        .to_owned();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let Ok(mut o) = serde_json::from_slice::<Value>(&body) else {
+        return google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "not JSON");
+    };
+    let note = o["noteName"].as_str().unwrap_or_default().to_owned();
+    if project_of_name(&note) != project
+        || o["resourceUri"].as_str().is_none()
+        || o["attestation"]["serializedPayload"].as_str().is_none()
+    {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "an attestation occurrence needs noteName (in this project), resourceUri and attestation",
+        );
+    }
+    let n = fake.created.fetch_add(1, Ordering::SeqCst) + 1;
+    o["name"] = json!(format!("projects/{project}/occurrences/created-{n}"));
+    o["kind"] = json!("ATTESTATION");
+    fake.attestations.lock().unwrap().push(o.clone());
+    axum::Json(o).into_response()
+}
+
+/// Cloud KMS `getPublicKey` and `asymmetricSign` (which signs the digest it is given).
+async fn kms(fake: &Fake, req: Request) -> Response {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    if fake.kms_down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    if !authorized(fake, &req) {
+        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no token");
+    }
+    let path = req.uri().path().trim_start_matches("/v1/").to_owned();
+    if let Some(name) = path.strip_suffix("/publicKey") {
+        let keys = fake.kms_keys.lock().unwrap();
+        let Some(key) = keys.get(name) else {
+            return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such key version");
+        };
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        return axum::Json(json!({ "pem": pem, "algorithm": "EC_SIGN_P256_SHA256", "name": name }))
+            .into_response();
+    }
+    let Some(name) = path.strip_suffix(":asymmetricSign").map(str::to_owned) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let body = axum::body::to_bytes(req.into_body(), 1 << 16)
+        .await
+        .unwrap_or_default();
+    let digest = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["digest"]["sha256"].as_str().map(str::to_owned))
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+    let Some(digest) = digest.filter(|d| d.len() == 32) else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "EC_SIGN_P256_SHA256 signs a 32-byte digest.sha256",
+        );
+    };
+    let keys = fake.kms_keys.lock().unwrap();
+    let Some(key) = keys.get(&name) else {
+        return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such key version");
+    };
+    let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).unwrap();
+    let der = sig.to_der();
+    axum::Json(json!({
+        "signature": base64::engine::general_purpose::STANDARD.encode(der.as_bytes()),
+        "name": name,
+    }))
+    .into_response()
+}
+
+/// An attestor key entry for a PKIX public key, as `gcloud container binauthz attestors
+/// public-keys add --pkix-public-key-file` writes it.
+pub fn pkix_key(id: &str, pem: &str, algorithm: &str) -> Value {
+    json!({
+        "id": id,
+        "pkixPublicKey": { "publicKeyPem": pem, "signatureAlgorithm": algorithm },
+    })
 }

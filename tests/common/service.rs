@@ -78,6 +78,16 @@ pub fn free_port() -> u16 {
 
 impl Service {
     pub async fn start(rules: &str, extra: &[&str]) -> Service {
+        Service::start_with(rules, extra, |_, _| {}).await
+    }
+
+    /// [`Service::start`], with `configure` adjusting the command (given the service's own
+    /// directory, a home for it): pointing it at fake Google APIs, say.
+    pub async fn start_with(
+        rules: &str,
+        extra: &[&str],
+        configure: impl Fn(&mut Command, &std::path::Path),
+    ) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let rules_path = dir.path().join("rules.toml");
         std::fs::write(&rules_path, rules).unwrap();
@@ -86,11 +96,11 @@ impl Service {
         // A free port can be taken between probing and binding: try a few.
         for _ in 0..5 {
             let port = free_port();
-            let mut child = serve_command(&rules_path, port, extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start image-relay serve");
+            let mut cmd = serve_command(&rules_path, port, extra);
+            cmd.stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            configure(&mut cmd, dir.path());
+            let mut child = cmd.spawn().expect("start image-relay serve");
             if wait_ready(&http, &mut child, port).await {
                 return Service {
                     child,
