@@ -25,4 +25,6 @@ module "image_relay" {
   vulnerability_gate    = var.vulnerability_gate
   managed_prometheus    = var.managed_prometheus
   replication_slo       = var.replication_slo
+  attestors             = var.attestors
+  release_attestation   = var.release_attestation
 }

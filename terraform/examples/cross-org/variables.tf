@@ -99,3 +99,21 @@ variable "replication_slo" {
   })
   default = { percent = 99, within_seconds = 600 }
 }
+
+variable "attestors" {
+  description = "Binary Authorization attestors rules gate on (`require_attestation`): the relay may read them and their attestations. See the module's variable."
+  type = list(object({
+    name         = string
+    note_project = optional(string)
+  }))
+  default = []
+}
+
+variable "release_attestation" {
+  description = "The KMS key version and partner note of rules' `attest = { key, note }`; the partner side is in ../partner-binauthz. Null: none."
+  type = object({
+    key  = string
+    note = string
+  })
+  default = null
+}

@@ -43,6 +43,10 @@ locals {
     local.audit_bigquery ? ["bigquery.googleapis.com"] : ["storage.googleapis.com"],
     # Rules with `vulnerabilities = {...}` read Artifact Analysis occurrences of source images.
     var.vulnerability_gate ? ["containeranalysis.googleapis.com"] : [],
+    # Rules with `require_attestation` read attestors; `attest` signs in Cloud KMS and files
+    # occurrences (the APIs are called from the relay's project).
+    length(var.attestors) > 0 || var.release_attestation != null ? ["binaryauthorization.googleapis.com", "containeranalysis.googleapis.com"] : [],
+    var.release_attestation != null ? ["cloudkms.googleapis.com"] : [],
   ))
 }
 

@@ -267,3 +267,32 @@ variable "replication_slo" {
     error_message = "replication_slo.within_seconds must be between 1 and 8192 (the relay's latency histogram ends at 8192 s)."
   }
 }
+
+variable "attestors" {
+  description = "Binary Authorization attestors that rules gate on (`require_attestation = { attestors = [...] }`): `name` is `projects/P/attestors/A`, `note_project` the project of the note the attestor names (defaults to the attestor's project). The relay's service account gets roles/binaryauthorization.attestorsViewer on each attestor (to read its note and public keys) and roles/containeranalysis.occurrences.viewer in each note project (to read the attestations). Empty: no grants."
+  type = list(object({
+    name         = string
+    note_project = optional(string)
+  }))
+  default = []
+  validation {
+    condition     = alltrue([for a in var.attestors : can(regex("^projects/[^/]+/attestors/[^/]+$", a.name))])
+    error_message = "Each attestors[].name must be projects/PROJECT/attestors/NAME."
+  }
+}
+
+variable "release_attestation" {
+  description = "The release attestation rules create with `attest = { key, note }`: `key` is the Cloud KMS key version that signs (`projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`; the key never leaves KMS), `note` the partner's note (`projects/PARTNER/notes/N`). The relay's service account gets roles/cloudkms.signer on the key, roles/containeranalysis.notes.attacher on the note and roles/containeranalysis.occurrences.editor in the note's project; the partner must allow these grants (or make them) in its own project. Null: no grants."
+  type = object({
+    key  = string
+    note = string
+  })
+  default = null
+  validation {
+    condition = var.release_attestation == null || (
+      can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/[^/]+$", var.release_attestation.key)) &&
+      can(regex("^projects/[^/]+/notes/[^/]+$", var.release_attestation.note))
+    )
+    error_message = "release_attestation.key must name a KMS key version and release_attestation.note a note (projects/P/notes/N)."
+  }
+}
