@@ -785,6 +785,12 @@ auth = "none"
         let set = RuleSet::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))).unwrap();
         assert_eq!(set.rules.len(), 1);
         assert_eq!(set.rules[0].targets.len(), 2);
+        let binauthz = RuleSet::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules/examples/binauthz.toml"
+        )))
+        .unwrap();
+        assert!(binauthz.rules[0].attestation.is_some() && binauthz.rules[0].attest.is_some());
     }
 
     #[test]
