@@ -128,11 +128,9 @@ impl Gates {
         rule: &Rule,
         policy: &AttestationPolicy,
     ) -> Option<TargetStatus> {
-        let token = match registries.google_token().await {
+        let token = match google_token(registries, "attestation gate").await {
             Ok(t) => t,
-            Err(e) => {
-                return Some(TargetStatus::failed(format!("attestation gate: {e}"), true));
-            }
+            Err(failed) => return Some(failed),
         };
         match self
             .attestations
@@ -163,14 +161,9 @@ impl Gates {
         target: &Repository,
         digest: &Digest,
     ) -> Option<TargetStatus> {
-        let token = match registries.google_token().await {
+        let token = match google_token(registries, "release attestation").await {
             Ok(t) => t,
-            Err(e) => {
-                return Some(TargetStatus::failed(
-                    format!("release attestation: {e}"),
-                    true,
-                ));
-            }
+            Err(failed) => return Some(failed),
         };
         match self
             .attestations
@@ -215,14 +208,9 @@ impl Gates {
                 .map(|c| c.digest.clone())
                 .collect(),
         };
-        let token = match registries.google_token().await {
+        let token = match google_token(registries, "vulnerability gate").await {
             Ok(t) => t,
-            Err(e) => {
-                return Some(TargetStatus::failed(
-                    format!("vulnerability gate: {e}"),
-                    true,
-                ));
-            }
+            Err(failed) => return Some(failed),
         };
         match self
             .scanner
@@ -264,6 +252,18 @@ fn published(event: &Event, now: SystemTime) -> Published {
         None if event.delivery == DeliveryForm::Reconcile => Published::UnknownToSync,
         None => Published::Unknown,
     }
+}
+
+/// The relay's own Google access token, for `what`; a failure to get one is retryable (the
+/// metadata server or IAM answers again later, or a grant fixes it).
+async fn google_token(
+    registries: &Registries,
+    what: &str,
+) -> Result<crate::registry::auth::Secret, TargetStatus> {
+    registries
+        .google_token()
+        .await
+        .map_err(|e| TargetStatus::failed(format!("{what}: {e}"), true))
 }
 
 #[cfg(test)]
