@@ -593,6 +593,111 @@ mod tests {
         assert_eq!(note.project(), "partner");
     }
 
+    /// Signs a message with a test key.
+    type Sign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+    /// An attestor key entry and a signer for it, in each algorithm Cloud KMS offers that
+    /// Binary Authorization verifies.
+    fn keys() -> Vec<(AttestorKey, Sign)> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair};
+        let pem = |der: &[u8]| {
+            format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                STANDARD.encode(der)
+            )
+        };
+        let entry = |id: &str, pem: String, alg: &str| AttestorKey {
+            id: id.into(),
+            pkix_public_key: Some(PkixKey {
+                public_key_pem: pem,
+                signature_algorithm: alg.into(),
+            }),
+            ascii_armored_pgp_public_key: None,
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mut out: Vec<(AttestorKey, Sign)> = Vec::new();
+        for (alg, name) in [
+            (
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                "EC_SIGN_P256_SHA256",
+            ),
+            (
+                &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                "ECDSA_P384_SHA384",
+            ),
+        ] {
+            let k = EcdsaKeyPair::generate(alg).unwrap();
+            let e = entry(name, pem(k.public_key().as_der().unwrap().as_ref()), name);
+            let rng = rng.clone();
+            out.push((
+                e,
+                Box::new(move |m| k.sign(&rng, m).unwrap().as_ref().to_vec()),
+            ));
+        }
+        for (pad, name) in [
+            (
+                &signature::RSA_PKCS1_SHA256 as &'static dyn signature::RsaEncoding,
+                "RSA_SIGN_PKCS1_2048_SHA256",
+            ),
+            (&signature::RSA_PSS_SHA256, "RSA_SIGN_PSS_2048_SHA256"),
+        ] {
+            let k = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+            let e = entry(name, pem(k.public_key().as_der().unwrap().as_ref()), name);
+            let rng = rng.clone();
+            out.push((
+                e,
+                Box::new(move |m| {
+                    let mut sig = vec![0; k.public_modulus_len()];
+                    k.sign(pad, &rng, m, &mut sig).unwrap();
+                    sig
+                }),
+            ));
+        }
+        out
+    }
+
+    fn occurrence(payload: &[u8], sig: &[u8], key_id: &str) -> Occurrence {
+        Occurrence {
+            name: "projects/p/occurrences/1".into(),
+            attestation: Some(AttestationBody {
+                serialized_payload: STANDARD.encode(payload),
+                signatures: vec![Signature {
+                    signature: STANDARD.encode(sig),
+                    public_key_id: key_id.into(),
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn attestations_verify_with_every_kms_key_type_and_only_for_their_digest() {
+        let image = Repository::parse("r.example/team/app").unwrap();
+        let digest = Digest::sha256_of(b"release");
+        let other = Digest::sha256_of(b"another");
+        for (entry, sign) in keys() {
+            let alg = entry
+                .pkix_public_key
+                .as_ref()
+                .unwrap()
+                .signature_algorithm
+                .clone();
+            let key = parse_key(&entry);
+            assert!(key.parsed.is_ok(), "{alg}: {:?}", key.parsed.err());
+            let keys = [key];
+            let good = simple_signing_payload(&image, &digest);
+            let o = occurrence(&good, &sign(&good), &entry.id);
+            assert_eq!(attested_by(&[o], &keys, &digest), Ok(()), "{alg}");
+            let wrong = simple_signing_payload(&image, &other);
+            let o = occurrence(&wrong, &sign(&wrong), &entry.id);
+            let why = attested_by(&[o], &keys, &digest).unwrap_err();
+            assert!(why.contains(other.as_str()), "{alg}: {why}");
+            let forged = occurrence(&good, &sign(b"something else"), &entry.id);
+            let why = attested_by(&[forged], &keys, &digest).unwrap_err();
+            assert!(why.contains("signed by none of its keys"), "{alg}: {why}");
+        }
+    }
+
     #[test]
     fn pgp_keys_and_sha512_keys_are_named_as_unusable() {
         let pgp = AttestorKey {
