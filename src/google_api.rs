@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use crate::registry::body::{BodyError, MAX_ERROR_BODY_BYTES, read_capped};
 use crate::registry::status::status_is_retryable;
 
-/// A Google API answer this large is not one of the small JSON documents these calls expect.
+/// A Google API answer this large is none these calls expect: the largest, a full page of
+/// 1000 occurrences, is a few MiB of JSON; the cap bounds what a broken answer can make the
+/// relay buffer.
 pub const MAX_ANSWER_BYTES: usize = 32 << 20;
 
 /// Google's error messages can quote whole requests; an operator's log line needs the gist.
@@ -35,7 +37,7 @@ pub enum ApiError {
     Protocol { what: String, detail: String },
 }
 
-fn message_suffix(message: &str) -> String {
+pub(crate) fn message_suffix(message: &str) -> String {
     if message.is_empty() {
         String::new()
     } else {
