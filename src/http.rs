@@ -75,6 +75,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// An acknowledgement with nothing to say in a body: a 204 carries none, so `detail` travels
+/// in the `x-image-relay-reason` header.
+fn no_content(detail: serde_json::Value) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&detail.to_string()) {
+        resp.headers_mut().insert("x-image-relay-reason", v);
+    }
+    resp
+}
+
 fn json_reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -234,12 +244,7 @@ async fn deliver(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             state
                 .metrics
                 .event(i.delivery.as_str(), "unknown", "ignored");
-            let detail = json!({ "reason": i.reason, "field": i.field }).to_string();
-            let mut resp = StatusCode::NO_CONTENT.into_response();
-            if let Ok(v) = HeaderValue::from_str(&detail) {
-                resp.headers_mut().insert("x-image-relay-reason", v);
-            }
-            return resp;
+            return no_content(json!({ "reason": i.reason, "field": i.field }));
         }
         Err(e) => {
             tracing::error!(
@@ -272,23 +277,16 @@ async fn handle(state: &AppState, event: Event, trace: &str) -> Response {
         // Contacts no registry; records the decision when a rule watching the source turned
         // the event away.
         state.relay.run(&event, &plan).await;
-        // A 204 carries no body, so the JSON reason travels in a header, which clients and
-        // proxies cap at a few KiB: the first rejections (rules that watch this repository
-        // first, they say the most) and how many there were.
+        // The header is capped at a few KiB by clients and proxies: the first rejections
+        // (rules that watch this repository first, they say the most) and how many there were.
         let mut shown: Vec<_> = plan.rejections.iter().collect();
         shown.sort_by_key(|r| r.unwatched());
         shown.truncate(REASON_REJECTIONS);
-        let detail = json!({
+        return no_content(json!({
             "reason": reason,
             "rejections": shown,
             "rejections_total": plan.rejections.len(),
-        })
-        .to_string();
-        let mut resp = StatusCode::NO_CONTENT.into_response();
-        if let Ok(v) = HeaderValue::from_str(&detail) {
-            resp.headers_mut().insert("x-image-relay-reason", v);
-        }
-        return resp;
+        }));
     }
     let Ok(_permit) = state.copies.clone().try_acquire_owned() else {
         tracing::warn!(trace = %trace, message_id = %message_id, "too many copies in flight: asking for redelivery");

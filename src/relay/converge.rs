@@ -235,7 +235,7 @@ impl Relay {
         let took = started.elapsed();
         self.metrics.observe_copy(engine.stats(), took);
         let bytes = engine.stats().bytes.load(Ordering::Relaxed);
-        let targets = m
+        let mut targets = m
             .targets
             .iter()
             .zip(names)
@@ -266,7 +266,6 @@ impl Relay {
                 (repo.clone(), name, status)
             })
             .collect::<Vec<_>>();
-        let mut targets = targets;
         if let (Cargo::Image, Some(release), Some(digest)) = (cargo, &m.rule.attest, &at_target) {
             for (repo, _, status) in &mut targets {
                 if matches!(
