@@ -14,7 +14,7 @@ use base64::Engine as _;
 use common::app::{App, PushAuthArg, Reply};
 use common::google::FakeGoogle;
 use common::logs::Logs;
-use common::service::{Delivery, Form, deliver, notification, rules};
+use common::service::{Delivery, Form, Service, deliver, notification, rules};
 use common::tokens::{
     GOOGLE_KEY, OTHER_KEY, assert_does_not_echo, bearer, push_claims, unix_now, with_claim,
 };
@@ -752,65 +752,24 @@ async fn an_audit_log_delivery_through_the_router_copies_the_image_its_resource_
         let img = Seeder::for_registry(&src)
             .push_random_image("src-proj/releases/team/app", Some("v1.2.3"), Format::Oci, 77)
             .await;
-        let dir = tempfile::tempdir().unwrap();
-        let rules_path = dir.path().join("rules.toml");
-        std::fs::write(
-            &rules_path,
-            format!(
-                "[[rule]]\nname = \"releases\"\nsource = \"us-docker.pkg.dev/src-proj/releases\"\n\
-                 images = [\".*\"]\ntags = ['v[0-9.]+']\ntargets = [\"{dst}/partner\"]\n\n\
-                 [registry.\"us-docker.pkg.dev\"]\nauth = \"none\"\n# plain HTTP, to the proxy\n\
-                 insecure = true\n\n[registry.\"{dst}\"]\nauth = \"none\"\n",
-                dst = dst.host()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("relay.log");
-        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-
-        /// The relay process, stopped with SIGTERM however the test ends.
-        struct Relay(std::process::Child);
-        impl Drop for Relay {
-            fn drop(&mut self) {
-                if let Ok(None) = self.0.try_wait() {
-                    unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-                    let _ = self.0.wait();
-                }
-            }
-        }
+        let rule_file = format!(
+            "[[rule]]\nname = \"releases\"\nsource = \"us-docker.pkg.dev/src-proj/releases\"\n\
+             images = [\".*\"]\ntags = ['v[0-9.]+']\ntargets = [\"{dst}/partner\"]\n\n\
+             [registry.\"us-docker.pkg.dev\"]\nauth = \"none\"\n# plain HTTP, to the proxy\n\
+             insecure = true\n\n[registry.\"{dst}\"]\nauth = \"none\"\n",
+            dst = dst.host()
+        );
         // The test's own client has no proxy: it talks to the relay on loopback.
-        let http = reqwest::Client::new();
-        let mut started = None;
-        // A free port can be taken between probing and binding: try a few.
-        for _ in 0..5 {
-            let port = common::service::free_port();
-            let mut relay = Relay(
-                common::service::serve_command(&rules_path, port, &["--push-auth", "none"])
-                    .env("HTTP_PROXY", format!("http://{}", src_proxy.host()))
-                    // The target is reached directly, as are its loopback neighbours.
-                    .env("NO_PROXY", "127.0.0.1,localhost")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .expect("start image-relay serve"),
-            );
-            if common::service::wait_ready(&http, &mut relay.0, port).await {
-                started = Some((relay, port));
-                break;
-            }
-            assert!(
-                read_log().contains("Address already in use"),
-                "serve did not start:\n{}",
-                read_log()
-            );
-        }
-        let (_relay, port) = started.expect("no free port for image-relay serve");
+        let svc = Service::start_with(&rule_file, &["--push-auth", "none"], |cmd, _| {
+            cmd.env("HTTP_PROXY", format!("http://{}", src_proxy.host()))
+                // The target is reached directly, as are its loopback neighbours.
+                .env("NO_PROXY", "127.0.0.1,localhost");
+        })
+        .await;
 
         // The push by tag, as Eventarc delivers its audit entry.
         let name = fixture("delivery/audit-log/put-manifest-tag.json");
-        let mut req = http
-            .post(format!("http://127.0.0.1:{port}/"))
-            .body(std::fs::read(&name).unwrap());
+        let mut req = svc.http.post(svc.url("/")).body(std::fs::read(&name).unwrap());
         for line in std::fs::read_to_string(name.with_extension("headers"))
             .unwrap()
             .lines()
@@ -821,7 +780,7 @@ async fn an_audit_log_delivery_through_the_router_copies_the_image_its_resource_
         let reply = req.send().await.unwrap();
         let status = reply.status().as_u16();
         let body: Value = reply.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 200, "{body}\n{}", read_log());
+        assert_eq!(status, 200, "{body}\n{}", svc.log());
         assert_eq!(body["targets"][0]["outcome"], "copied", "{body}");
 
         let copied = Seeder::for_registry(&dst)
@@ -837,14 +796,7 @@ async fn an_audit_log_delivery_through_the_router_copies_the_image_its_resource_
                 .any(|r| r.path.starts_with("/v2/src-proj/releases/team/app/manifests/")),
             "{reads:?}"
         );
-        let m = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = svc.metrics().await;
         assert_eq!(
             counter(
                 &m,
