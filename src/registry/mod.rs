@@ -123,11 +123,6 @@ impl Registries {
         self.google.access_token().await
     }
 
-    /// The HTTP client, for Google APIs beside the registries.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// The state of a host, created on first use.
     pub fn host(&self, name: &str) -> Result<Arc<Host>, ConfigError> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
