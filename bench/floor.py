@@ -12,14 +12,17 @@ Linux allows for each, so that image-relay's number can be read against them:
   forward  GET from the source spliced into the PUT on the target: zero copies
            through user space and no hashing (not a valid copy: nothing is
            verified; it is the TCP cost alone)
-  tee      the cheapest verifying copy: splice source -> pipe, tee() the pipe,
-           read the tee'd bytes once into user space to hash them, splice the
-           pipe into the target (one copy through user space)
+  tee      the verifying copy with the least CPU of its own: splice source ->
+           pipe, tee() the pipe, read the tee'd bytes once into user space to
+           hash them, splice the pipe into the target (one copy through user
+           space); on loopback the target registry pays more than this saves
+           (bench/run.sh measures the registries beside it; docs/design.md)
   copy     the classic streaming copy: recv into a buffer, hash, send (two
            copies); what image-relay, skopeo and crane do
 
 CPU is this process's user + sys (getrusage) from the first request to the
-target's answer, so interpreter start-up is not counted. Each run prints one
+target's answer, so interpreter start-up is not counted (bench/run.sh adds
+the registries' CPU from /proc). Each run prints one
 CSV line: mode,bytes,wall_s,user_s,sys_s,ok. Plain HTTP, anonymous, loopback
 only (the benchmark registries).
 

@@ -8,8 +8,11 @@
 #
 # Environment (all optional):
 #   RUNS=3 WARMUP=1     timed rounds / warm-up rounds per transport and workload
-#   RAW_RUNS=$RUNS      timed runs of the curl ceiling (raw.sh pipe) and of the
-#                       CPU floor probe (bench/floor.py); both only with a
+#   PLAIN_RUNS=5        timed rounds on plain HTTP, where the "not slower than before"
+#                       checks compare CPU within a few per cent (sys time is noisy here)
+#   RAW_RUNS=$RUNS      timed runs of the curl ceiling (raw.sh pipe); only with a
+#   FLOOR_RUNS=5        rounds of the CPU floor probes (bench/floor.py), each with one
+#                       image-relay copy of a beside them; only with a
 #   BENCH_SCALE=1       layer-size factor forwarded to make_images.py --scale;
 #                       != 1 builds into /tmp/bench-images-scale-S and writes
 #                       its results (and the doc) under /tmp, never docs/
@@ -49,6 +52,7 @@ die() { echo "bench: $*" >&2; exit 2; }
 # ---------------------------------------------------------------- arguments
 RUNS=${RUNS:-3} WARMUP=${WARMUP:-1}
 RAW_RUNS=${RAW_RUNS:-$RUNS}
+PLAIN_RUNS=${PLAIN_RUNS:-5} FLOOR_RUNS=${FLOOR_RUNS:-5}
 BENCH_SCALE=${BENCH_SCALE:-1}
 export RUNS WARMUP
 wls=()
@@ -278,13 +282,13 @@ mx_common=(--registries "$REG" --images "$BENCH_IMAGES" --bin "$PEERS" --relay "
 tls_args=(--scheme https --ca "$TLS_DIR/ca.crt" --bundle "$TLS_DIR/bundle.pem" --certdir "$TLS_DIR/certdir")
 pick() { local out=() w; for w in "${wls[@]}"; do [[ " $* " == *" $w "* ]] && out+=("$w"); done; (IFS=,; echo "${out[*]:-}"); }
 if has_tr plain; then
-  log "plain HTTP: ${wls[*]} ($RUNS runs, $WARMUP warm-up)"
+  log "plain HTTP: ${wls[*]} ($PLAIN_RUNS runs, $WARMUP warm-up)"
   plain_tools=relay,crane,regctl,skopeo
   [[ -z "$BASELINE_BIN" ]] || plain_tools=relay,baseline,crane,regctl,skopeo
   "${MX[@]}" time --transport plain --workloads "$(IFS=,; echo "${wls[*]}")" \
     --tools "$plain_tools" ${BASELINE_BIN:+--baseline "$BASELINE_BIN"} \
     --src "$BENCH_SRC" --dst "$BENCH_DST" --src-port "$SRC_PORT" --dst-port "$DST_PORT" \
-    --state "$BENCH_STATE" "${mx_common[@]}"
+    --state "$BENCH_STATE" "${mx_common[@]}" --runs "$PLAIN_RUNS"
 fi
 if has_tr https && [[ -n "$(pick a b c d)" ]]; then
   log "HTTPS, HTTP/2 offered: $(pick a b c d)"
@@ -345,20 +349,45 @@ if has_wl a; then
   cat "$RESULTS/raw-a.csv"
 
   # ------------------------------------------------------------ 5b. CPU floor
-  # What the cheapest possible copy of a's layer costs here (bench/floor.py):
-  # the hash alone, the TCP forward alone, and the two ways a user-space copy
-  # can verify while streaming. Interleaved like the timed runs.
-  log "CPU floor: bench/floor.py on a's layer ($RAW_RUNS runs, $WARMUP warm-up)"
+  # What the cheapest possible copy of a's layer costs here (bench/floor.py): the hash
+  # alone, the TCP forward alone, and the two ways a user-space copy can verify while
+  # streaming; with the CPU both registries spend meanwhile, since a technique can move
+  # work into the registry that receives the bytes (design.md, "The CPU floor"). Each
+  # round also copies a with image-relay, so the comparison is paired.
+  log "CPU floor: bench/floor.py on a's layer, beside image-relay ($FLOOR_RUNS runs, $WARMUP warm-up)"
   blob=$(ls -S "$BENCH_IMAGES/oci/a/blobs/sha256/" | head -1)
   repo=$(head -1 "$(bench_listfile a)"); repo=${repo%:*}
   size=$(stat -c %s "$BENCH_IMAGES/oci/a/blobs/sha256/$blob")
+  tick=$(getconf CLK_TCK)
+  regcpu() { awk -v t="$tick" '{printf "%.2f", ($14 + $15) / t}' "/proc/$(cat "$BENCH_STATE/$1/pid")/stat"; }
+  relay_cfg=$RESULTS/floor-relay.toml
+  printf '[registry."%s"]\nauth = "none"\n' "$BENCH_SRC" "$BENCH_DST" >"$relay_cfg"
+  relay_a() {  # one image-relay copy of a, as a line in floor.py's format
+    local out tf=$RESULTS/floor-time.out
+    /usr/bin/time -o "$tf" -f '%e %U %S' "$RELAY_BIN" copy -q --config "$relay_cfg" \
+      "$BENCH_SRC/$repo:${ref##*:}" "$BENCH_DST/$repo:${ref##*:}" >&2 || return 1
+    read -r w u s <"$tf"
+    out=$(curl -s -o /dev/null -w '%header{docker-content-digest}' -I \
+      -H 'Accept: application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json' \
+      "http://$BENCH_DST/v2/$repo/manifests/${ref##*:}")
+    echo "image-relay,$size,$w,$u,$s,$([[ "$out" == "$(head -1 "$BENCH_IMAGES/lists/a.digest")" ]] && echo 1 || echo 0)"
+  }
+  ref=$(head -1 "$(bench_listfile a)")
   : >"$RESULTS/floor-runs.csv"
-  for i in $(seq 1 $((WARMUP + RAW_RUNS))); do
-    for mode in hash forward tee copy; do
+  for i in $(seq 1 $((WARMUP + FLOOR_RUNS))); do
+    for mode in hash forward tee copy image-relay; do
       "$REG" reset "$DST_PORT"; sync
-      line=$(python3 "$HERE/floor.py" "$mode" --src "$BENCH_SRC" --dst "$BENCH_DST" \
-               --repo "$repo" --digest "sha256:$blob" --bytes "$size") ||
-        die "floor.py $mode failed: $line"
+      s0=$(regcpu "$SRC_PORT") d0=$(regcpu "$DST_PORT")
+      if [[ $mode == image-relay ]]; then
+        line=$(relay_a) || die "image-relay copy of a failed"
+      else
+        line=$(python3 "$HERE/floor.py" "$mode" --src "$BENCH_SRC" --dst "$BENCH_DST" \
+                 --repo "$repo" --digest "sha256:$blob" --bytes "$size") ||
+          die "floor.py $mode failed: $line"
+      fi
+      [[ ${line##*,} == 1 ]] || die "$mode: the copy did not verify: $line"
+      line="$line,$(awk -v a="$s0" -v b="$(regcpu "$SRC_PORT")" 'BEGIN{printf "%.2f", b-a}'),$(
+        awk -v a="$d0" -v b="$(regcpu "$DST_PORT")" 'BEGIN{printf "%.2f", b-a}')"
       echo "floor $( (( i <= WARMUP )) && echo warmup || echo run) $i: $line" >&2
       (( i <= WARMUP )) || echo "$line" >>"$RESULTS/floor-runs.csv"
     done
@@ -369,12 +398,14 @@ if has_wl a; then
   python3 - "$RESULTS/floor-runs.csv" "$af_alg" >"$RESULTS/floor-a.csv" <<'PY'
 import csv, statistics, sys
 rows = list(csv.reader(open(sys.argv[1])))
-print("mode,runs,bytes,wall_s,user_s,sys_s,cpu_s,af_alg")
-for mode in ("hash", "forward", "tee", "copy"):
+print("mode,runs,bytes,wall_s,user_s,sys_s,cpu_s,src_registry_cpu_s,dst_registry_cpu_s,total_cpu_s,af_alg")
+for mode in ("hash", "forward", "tee", "copy", "image-relay"):
     r = [x for x in rows if x[0] == mode]
-    med = lambda i: statistics.median(float(x[i]) for x in r)
-    print("%s,%d,%s,%.3f,%.3f,%.3f,%.3f,%s" % (mode, len(r), r[0][1], med(2), med(3), med(4),
-          statistics.median(float(x[3]) + float(x[4]) for x in r), sys.argv[2]))
+    med = lambda f: statistics.median(f(x) for x in r)
+    col = lambda i: med(lambda x: float(x[i]))
+    print("%s,%d,%s,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%s" % (
+        mode, len(r), r[0][1], col(2), col(3), col(4), med(lambda x: float(x[3]) + float(x[4])),
+        col(6), col(7), med(lambda x: sum(float(v) for v in (x[3], x[4], x[6], x[7]))), sys.argv[2]))
 PY
   cat "$RESULTS/floor-a.csv"
 fi
