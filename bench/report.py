@@ -385,8 +385,8 @@ def render_floor(p, floor):
         t, c = per_gib(tee), per_gib(cp)
         p("- `tee` spends %.2f CPU-s per GiB of its own against `copy`'s %.2f, but the target "
           "registry spends %.2f against %.2f receiving its bytes, and the transfer takes %.2f s "
-          "against %.2f: the pages it splices arrive as many small segments, which cost the "
-          "receiver more than they save the sender (`docs/design.md`, \"The CPU floor\")." % (
+          "against %.2f: the receiver pays more for spliced pages than the sender saves "
+          "(`docs/design.md`, \"The CPU floor\")." % (
               t("cpu_s"), c("cpu_s"), t("dst_registry_cpu_s"), c("dst_registry_cpu_s"),
               num(tee["wall_s"]), num(cp["wall_s"])))
     if h and fw and per_gib(h) and per_gib(fw):
