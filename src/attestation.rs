@@ -307,6 +307,11 @@ impl Attestations {
     }
 
     /// Attest `digest` at `target` on the release note, unless a redelivery already did.
+    ///
+    /// Two instances handling the same image can both find no attestation and both create
+    /// one. Container Analysis has no create-if-absent, so every creator lists again and
+    /// keeps, of the relay's attestations of this digest, the one whose name sorts first,
+    /// which every instance picks alike: however many raced, one stays.
     pub async fn attest(
         &self,
         release: &ReleaseAttestation,
@@ -316,16 +321,27 @@ impl Attestations {
     ) -> Result<Attested, ApiError> {
         let resource = resource_url(target, digest);
         let key_id = release.key.public_key_id();
-        let existing = self
-            .occurrences(release.note.as_str(), &resource, token)
-            .await?;
-        let ours = existing.iter().any(|o| {
-            o.attestation.as_ref().is_some_and(|a| {
-                payload_digest(&a.serialized_payload).as_ref() == Some(digest)
-                    && a.signatures.iter().any(|s| s.public_key_id == key_id)
-            })
-        });
-        if ours {
+        let ours = |occurrences: &[Occurrence]| -> Vec<String> {
+            let mut names: Vec<String> = occurrences
+                .iter()
+                .filter(|o| {
+                    o.attestation.as_ref().is_some_and(|a| {
+                        payload_digest(&a.serialized_payload).as_ref() == Some(digest)
+                            && a.signatures.iter().any(|s| s.public_key_id == key_id)
+                    })
+                })
+                .map(|o| o.name.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        let existing = ours(
+            &self
+                .occurrences(release.note.as_str(), &resource, token)
+                .await?,
+        );
+        if !existing.is_empty() {
+            self.keep_first(&existing, &resource, token).await;
             return Ok(Attested::AlreadyThere);
         }
         let payload = simple_signing_payload(target, digest);
@@ -351,9 +367,45 @@ impl Attestations {
                 token,
             )
             .await?;
+        // The attestation exists: a failure to list or tidy now leaves at most a duplicate,
+        // which verifies like the original, for a later delivery to tidy.
+        match self
+            .occurrences(release.note.as_str(), &resource, token)
+            .await
+        {
+            Ok(after) => {
+                let after = ours(&after);
+                self.keep_first(&after, &resource, token).await;
+                if after.first().is_some_and(|first| *first != created.name) {
+                    return Ok(Attested::AlreadyThere);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%resource, error = %e, "release attested; duplicates not checked")
+            }
+        }
         Ok(Attested::Created {
             occurrence: created.name,
         })
+    }
+
+    /// Delete every occurrence of `names` (sorted) but the first.
+    async fn keep_first(&self, names: &[String], resource: &str, token: &str) {
+        for name in names.iter().skip(1) {
+            let what = format!("deleting the duplicate release attestation {name}");
+            match self
+                .analysis
+                .delete(&what, &format!("v1/{name}"), token)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%resource, occurrence = %name, "duplicate release attestation deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "duplicate release attestation kept")
+                }
+            }
+        }
     }
 
     /// Sign `payload` with the KMS key version: KMS signs a digest of it, whose hash the key's

@@ -123,6 +123,19 @@ impl Api {
         self.call(what, req).await
     }
 
+    /// `DELETE {base}/{path}`. What is already gone counts as deleted: another instance may
+    /// have deleted it first.
+    pub async fn delete(&self, what: &str, path: &str, token: &str) -> Result<(), ApiError> {
+        let req = self
+            .http
+            .delete(format!("{}/{path}", self.base))
+            .bearer_auth(token);
+        match self.call::<serde_json::Value>(what, req).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         what: &str,

@@ -104,6 +104,7 @@ struct Scene {
     approved: Signer,
     /// The release key's public key, as KMS `getPublicKey` gives it.
     kms_pem: String,
+    rules: String,
 }
 
 /// The DER inside a PEM block.
@@ -145,10 +146,7 @@ async fn scene_with(built: Signer) -> Scene {
         &[&format!("{}/partner", dst_proxy.host())],
         &gates,
     );
-    let svc = Service::start_with(&rules, &["--push-auth", "none"], |cmd, home| {
-        google.point_at(cmd, home)
-    })
-    .await;
+    let svc = start_instance(&rules, &google).await;
     Scene {
         src,
         dst,
@@ -158,7 +156,16 @@ async fn scene_with(built: Signer) -> Scene {
         built,
         approved,
         kms_pem,
+        rules,
     }
+}
+
+/// One relay service on `rules`, pointed at the fake Google APIs.
+async fn start_instance(rules: &str, google: &FakeGoogle) -> Service {
+    Service::start_with(rules, &["--push-auth", "none"], |cmd, home| {
+        google.point_at(cmd, home)
+    })
+    .await
 }
 
 impl Scene {
@@ -191,13 +198,17 @@ impl Scene {
     }
 
     async fn deliver(&self, repo: &str, m: &Pushed, tag: &str) -> (u16, Value) {
+        self.deliver_to(&self.svc, repo, m, tag).await
+    }
+
+    async fn deliver_to(&self, svc: &Service, repo: &str, m: &Pushed, tag: &str) -> (u16, Value) {
         let n = notification(
             "INSERT",
             &format!("{}/{repo}", self.src.host()),
             Some(&m.digest),
             Some(tag),
         );
-        let (status, body, _) = self.svc.post(&deliver(Form::PubSubPush, &n, tag)).await;
+        let (status, body, _) = svc.post(&deliver(Form::PubSubPush, &n, tag)).await;
         (status, body)
     }
 
@@ -255,6 +266,49 @@ async fn an_image_every_attestor_attested_is_released_and_attested_at_the_target
         let (status, body) = s.deliver("releases/app", &img, "v1").await;
         assert_eq!((status, outcome(&body)), (200, "already_present"), "{body}");
         assert_eq!(s.google.created_occurrences(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instances_that_race_to_attest_leave_one_release_attestation() {
+    with_timeout(90, async {
+        let s = scene().await;
+        let other = start_instance(&s.rules, &s.google).await;
+        let img = s.push("releases/app", "v1", 84).await;
+        s.attest_both("releases/app", &img.digest);
+        // Both instances find no release attestation, and both create one.
+        s.google.hold_creates_until(2);
+        let (a, b) = tokio::join!(
+            s.deliver("releases/app", &img, "v1"),
+            s.deliver_to(&other, "releases/app", &img, "v1"),
+        );
+        for (status, body) in [&a, &b] {
+            assert_eq!(*status, 200, "{body}");
+            assert!(
+                ["copied", "already_present"].contains(&outcome(body)),
+                "{body}"
+            );
+        }
+        assert_eq!(s.google.created_occurrences(), 2, "the race happened");
+        let at = s.target_url("partner/app", &img.digest);
+        let left: Vec<Value> = s
+            .google
+            .attestations(RELEASE_NOTE, &at)
+            .iter()
+            .map(|o| o["name"].clone())
+            .collect();
+        assert_eq!(left.len(), 1, "one release attestation stays: {left:?}");
+        assert_eq!(s.google.deleted_occurrences(), 1);
+
+        // Later deliveries to either instance find it and create nothing.
+        s.google.hold_creates_until(0);
+        for svc in [&s.svc, &other] {
+            let (status, body) = s.deliver_to(svc, "releases/app", &img, "v1").await;
+            assert_eq!((status, outcome(&body)), (200, "already_present"), "{body}");
+        }
+        assert_eq!(s.google.created_occurrences(), 2);
+        assert_eq!(s.google.attestations(RELEASE_NOTE, &at).len(), 1);
     })
     .await;
 }

@@ -1,8 +1,8 @@
 //! The Google APIs the relay calls, faked on one loopback port: the metadata server (access
 //! tokens for Application Default Credentials), IAM Credentials (`generateAccessToken`, for
 //! impersonation), Container Analysis (`occurrences.list` for the vulnerability gate; notes'
-//! occurrences and `occurrences.create` for attestations), Binary Authorization (attestors),
-//! Cloud KMS (`getPublicKey`, `asymmetricSign` over a digest, with keys the fake generates)
+//! occurrences, `occurrences.create` and `occurrences.delete` for attestations), Binary
+//! Authorization (attestors), Cloud KMS (`getPublicKey`, `asymmetricSign` over a digest, with keys the fake generates)
 //! and the JWKS that push tokens are verified against. Everything else in the tests is real.
 //!
 //! Each fake answers as the real API does where the relay could tell the difference: the
@@ -79,6 +79,12 @@ struct Fake {
     attestations: Mutex<Vec<Value>>,
     /// Occurrences created through the API, in order.
     created: AtomicUsize,
+    /// Occurrences deleted through the API.
+    deleted: AtomicUsize,
+    /// Creates held until this many have arrived (0: none held), and how many have: a race
+    /// of instances made certain.
+    hold_creates: AtomicUsize,
+    creates_arrived: tokio::sync::watch::Sender<usize>,
     /// Cloud KMS key versions by name, each a P-256 signing key.
     kms_keys: Mutex<HashMap<String, p256::ecdsa::SigningKey>>,
     /// These APIs answer 503 while set.
@@ -106,6 +112,9 @@ impl FakeGoogle {
             attestors: Mutex::default(),
             attestations: Mutex::default(),
             created: AtomicUsize::new(0),
+            deleted: AtomicUsize::new(0),
+            hold_creates: AtomicUsize::new(0),
+            creates_arrived: tokio::sync::watch::Sender::new(0),
             kms_keys: Mutex::default(),
             binauthz_down: AtomicBool::new(false),
             notes_down: AtomicBool::new(false),
@@ -187,6 +196,17 @@ impl FakeGoogle {
     /// Occurrences created through `occurrences.create` so far.
     pub fn created_occurrences(&self) -> usize {
         self.state.created.load(Ordering::SeqCst)
+    }
+
+    /// Occurrences deleted through `occurrences.delete` so far.
+    pub fn deleted_occurrences(&self) -> usize {
+        self.state.deleted.load(Ordering::SeqCst)
+    }
+
+    /// Hold every `occurrences.create` until `n` of them have arrived (for at most 20 s):
+    /// `n` instances that each found no attestation all create one.
+    pub fn hold_creates_until(&self, n: usize) {
+        self.state.hold_creates.store(n, Ordering::SeqCst);
     }
 
     /// Cloud KMS holds an EC_SIGN_P256_SHA256 key version `name`; returns its public key, PEM.
@@ -406,6 +426,8 @@ async fn dispatch(State(fake): State<Arc<Fake>>, req: Request) -> Response {
         note_occurrences(&fake, &req)
     } else if req.method() == axum::http::Method::POST && path.ends_with("/occurrences") {
         create_occurrence(fake, req).await
+    } else if req.method() == axum::http::Method::DELETE && path.contains("/occurrences/") {
+        delete_occurrence(&fake, &req)
     } else if path.contains("/cryptoKeyVersions/") {
         kms(&fake, req).await
     } else if path.ends_with("/occurrences") {
@@ -712,11 +734,40 @@ async fn create_occurrence(fake: Arc<Fake>, req: Request) -> Response {
             "an attestation occurrence needs noteName (in this project), resourceUri and attestation",
         );
     }
+    let hold = fake.hold_creates.load(Ordering::SeqCst);
+    if hold > 0 {
+        fake.creates_arrived.send_modify(|n| *n += 1);
+        let mut arrived = fake.creates_arrived.subscribe();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            arrived.wait_for(|&n| n >= hold),
+        )
+        .await;
+    }
     let n = fake.created.fetch_add(1, Ordering::SeqCst) + 1;
     o["name"] = json!(format!("projects/{project}/occurrences/created-{n}"));
     o["kind"] = json!("ATTESTATION");
     fake.attestations.lock().unwrap().push(o.clone());
     axum::Json(o).into_response()
+}
+
+/// Container Analysis `occurrences.delete`: `DELETE /v1/projects/P/occurrences/ID`.
+fn delete_occurrence(fake: &Fake, req: &Request) -> Response {
+    if fake.notes_down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    if !authorized(fake, req) {
+        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no token");
+    }
+    let name = req.uri().path().trim_start_matches("/v1/");
+    let mut all = fake.attestations.lock().unwrap();
+    let before = all.len();
+    all.retain(|o| o["name"] != name);
+    if all.len() == before {
+        return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "occurrence not found");
+    }
+    fake.deleted.fetch_add(1, Ordering::SeqCst);
+    axum::Json(json!({})).into_response()
 }
 
 /// Cloud KMS `getPublicKey` and `asymmetricSign` (which signs the digest it is given).
