@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
 use common::google::{FakeGoogle, vulnerability_occurrence};
-use common::service::{Form, RELAY, deliver, free_port, notification, wait_ready};
+use common::service::{Form, Service, deliver, notification};
 use common::*;
 use serde_json::{Value, json};
 
@@ -39,36 +37,22 @@ async fn every_decision_leaves_one_audit_record() {
         google.add_occurrence(&v, vulnerability_occurrence(&v, "CVE-2026-0001", "CRITICAL", "openssl", true));
         google.set_scan_status(&url(&format!("scanning@{}", scanning.manifest.digest)), "SCANNING");
 
-        let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("rules.toml");
-        std::fs::write(
-            &rules,
-            format!(
-                "[[rule]]\nname = \"to-partner\"\nsource = \"{src}/acme/releases\"\nimages = [\".*\"]\ntags = ['v[0-9]+']\n\
-                 targets = [\"{dst}/partner\"]\nvulnerabilities = {{ block = \"HIGH\", require_scan = true }}\n\n\
-                 [registry.\"{src}\"]\nauth = \"none\"\n[registry.\"{dst}\"]\nauth = \"none\"\n",
-                src = src.host(),
-                dst = dst.host()
-            ),
-        )
-        .unwrap();
-        let log_path = dir.path().join("relay.log");
-        let port = free_port();
-        let mut cmd = Command::new(RELAY);
-        cmd.args(["serve", "--rules", rules.to_str().unwrap(), "--push-auth", "none", "--listen-address", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--log-format", "json"])
-            .env("DOCKER_CONFIG", "/nonexistent")
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .stdout(Stdio::null());
-        google.point_at(&mut cmd, dir.path());
-        let mut child: Child = cmd.spawn().unwrap();
-        let http = reqwest::Client::new();
-        assert!(wait_ready(&http, &mut child, port).await);
+        let rules = format!(
+            "[[rule]]\nname = \"to-partner\"\nsource = \"{src}/acme/releases\"\nimages = [\".*\"]\ntags = ['v[0-9]+']\n\
+             targets = [\"{dst}/partner\"]\nvulnerabilities = {{ block = \"HIGH\", require_scan = true }}\n\n\
+             [registry.\"{src}\"]\nauth = \"none\"\n[registry.\"{dst}\"]\nauth = \"none\"\n",
+            src = src.host(),
+            dst = dst.host()
+        );
+        let mut svc = Service::start_with(&rules, &["--push-auth", "none", "--log-format", "json"], |cmd, home| {
+            google.point_at(cmd, home)
+        })
+        .await;
         let post = |repo: &str, digest: &str, tag: &str, id: &str| {
             let n = notification("INSERT", &format!("{}/acme/releases/{repo}", src.host()), Some(digest), Some(tag));
             let d = deliver(Form::PubSubPush, &n, id);
-            let req = http.post(format!("http://127.0.0.1:{port}/")).header("content-type", "application/json").body(d.body);
-            async move { req.send().await.unwrap().status().as_u16() }
+            let svc = &svc;
+            async move { svc.post(&d).await.0 }
         };
         assert_eq!(post("clean", &clean.manifest.digest, "v1", "m-released").await, 200);
         assert_eq!(post("vulnerable", &vulnerable.manifest.digest, "v1", "m-held").await, 200);
@@ -80,10 +64,9 @@ async fn every_decision_leaves_one_audit_record() {
         let sig = s.push_cosign_signature("acme/releases/clean", &clean.manifest).await;
         let sig_tag = format!("sha256-{}.sig", clean.manifest.hex());
         assert_eq!(post("clean", &sig.digest, &sig_tag, "m-signature").await, 200);
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
+        svc.stop();
 
-        let log = std::fs::read_to_string(&log_path).unwrap();
+        let log = svc.log();
         let records = audit_records(&log);
         assert_eq!(records.len(), 6, "one record per decision:\n{log}");
         let by = |id: &str| records.iter().filter(|r| r["message_id"] == id).cloned().collect::<Vec<_>>();

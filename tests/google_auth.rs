@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,10 +15,9 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use base64::Engine as _;
 use common::google::FakeGoogle;
-use common::service::{RELAY, free_port};
+use common::service::{Form, RELAY, Service, deliver, notification};
 use common::wait::eventually;
 use common::*;
-use serde_json::json;
 
 const IMPERSONATED: &str = "partner-writer@partner-prj.iam.gserviceaccount.com";
 
@@ -294,41 +292,22 @@ async fn a_long_running_service_picks_up_refreshed_tokens() {
         f.google.set_token_lifetime(242);
         let src = Registry::start().await;
         let s = Seeder::for_registry(&src);
-        let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("rules.toml");
-        std::fs::write(
-            &rules,
-            format!(
-                "[[rule]]\nname = \"r\"\nsource = \"{src}/releases\"\nimages = [\".*\"]\ntags = [\".*\"]\n\
-                 targets = [\"{dst}/partner\"]\n\n[registry.\"{src}\"]\nauth = \"none\"\n\n[registry.\"{dst}\"]\nauth = \"google\"\n",
-                src = src.host(),
-                dst = f.registry_host
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let mut child = f
-            .command(&["serve", "--rules", rules.to_str().unwrap(), "--push-auth", "none", "--listen-address", "127.0.0.1", "--port", &port.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}/");
-        eventually(Duration::from_secs(20), "serve is ready", || async {
-            match http.get(format!("{url}readyz")).send().await {
-                Ok(r) if r.status() == 200 => Ok(()),
-                Ok(r) => Err(format!("HTTP {}", r.status())),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await;
+        let rules = format!(
+            "[[rule]]\nname = \"r\"\nsource = \"{src}/releases\"\nimages = [\".*\"]\ntags = [\".*\"]\n\
+             targets = [\"{dst}/partner\"]\n\n[registry.\"{src}\"]\nauth = \"none\"\n\n[registry.\"{dst}\"]\nauth = \"google\"\n",
+            src = src.host(),
+            dst = f.registry_host
+        );
+        let svc = Service::start_with(&rules, &["--push-auth", "none"], |cmd, home| f.google.point_at(cmd, home)).await;
         let deliver = |repo: &str, digest: &str| {
-            let n = json!({ "action": "INSERT", "digest": format!("{}/{repo}@{digest}", src.host()), "tag": format!("{}/{repo}:v1", src.host()) });
-            let data = base64::engine::general_purpose::STANDARD.encode(n.to_string());
-            http.post(&url).body(json!({ "message": { "data": data, "messageId": "1" } }).to_string()).send()
+            let n = notification("INSERT", &format!("{}/{repo}", src.host()), Some(digest), Some("v1"));
+            let d = deliver(Form::PubSubPush, &n, "1");
+            let svc = &svc;
+            async move { svc.post(&d).await }
         };
         let a = s.push_random_image("releases/a", Some("v1"), Format::Oci, 63).await;
-        assert_eq!(deliver("releases/a", &a.manifest.digest).await.unwrap().status(), 200);
+        let (status, body, _) = deliver("releases/a", &a.manifest.digest).await;
+        assert_eq!(status, 200, "{body}");
         // Wait for a refresh, then make the registry refuse every token the first copy could
         // have used.
         let used = f.google.metadata_tokens().len();
@@ -344,12 +323,8 @@ async fn a_long_running_service_picks_up_refreshed_tokens() {
         .await;
         f.gate.set(Accepts::MintedAfter(used));
         let b = s.push_random_image("releases/b", Some("v1"), Format::Oci, 64).await;
-        let resp = deliver("releases/b", &b.manifest.digest).await.unwrap();
-        let status = resp.status();
-        let body = resp.text().await.unwrap();
+        let (status, body, _) = deliver("releases/b", &b.manifest.digest).await;
         assert_eq!(status, 200, "{body}");
-        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
-        let _ = child.wait().await;
     })
     .await;
 }

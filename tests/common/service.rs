@@ -158,13 +158,19 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
+impl Service {
+    /// SIGTERM, as Cloud Run stops an instance, and wait for the exit: its log is complete.
+    pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // SIGTERM, as Cloud Run stops an instance.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
             let _ = self.child.wait();
         }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
