@@ -97,6 +97,12 @@ def workload_bytes(images, wl):
     return total or None
 
 
+def paired_ratio(by_round, a, b):
+    """Median over the rounds both tools ran in of a's value ÷ b's ({tool: {round: value}})."""
+    va, vb = by_round.get(a, {}), by_round.get(b, {})
+    return median(va[k] / vb[k] for k in va if vb.get(k))
+
+
 def load_matrix(res):
     """{transport: {workload: {"date", "commit", "tools": {tool: stats}, "ratio": {tool: x}}}}"""
     out = {}
@@ -123,13 +129,8 @@ def load_matrix(res):
                     "dst_cpu": median(num(r["dst_registry_cpu_s"]) for r in t),
                 }
             # image-relay wall / peer wall, median over the rounds both ran in
-            ratio = {}
-            for tool in tools:
-                if tool == "relay" or "relay" not in walls:
-                    continue
-                pairs = [walls["relay"][k] / walls[tool][k] for k in walls["relay"]
-                         if k in walls[tool] and walls[tool][k]]
-                ratio[tool] = median(pairs)
+            ratio = {tool: paired_ratio(walls, "relay", tool) for tool in tools
+                     if tool != "relay" and "relay" in walls}
             out.setdefault(tr, {})[wl] = {"date": latest, "commit": rs[0]["commit"] if rs else "?",
                                           "tools": tools, "ratio": ratio,
                                           "rounds": {"wall": walls, "cpu": cpus}}
@@ -573,10 +574,7 @@ def main():
         return matrix.get(tr, {}).get(w, {}).get("ratio", {}).get(tool)
 
     def paired(tr, w, a, b, key):
-        """Median over the rounds both ran in of a's `key` ÷ b's (wall or cpu)."""
-        rounds = matrix.get(tr, {}).get(w, {}).get("rounds", {}).get(key, {})
-        ra_, rb_ = rounds.get(a, {}), rounds.get(b, {})
-        return median(ra_[k] / rb_[k] for k in ra_ if rb_.get(k))
+        return paired_ratio(matrix.get(tr, {}).get(w, {}).get("rounds", {}).get(key, {}), a, b)
 
     def cnt(w, tool, key):
         c = counts.get((w, tool))

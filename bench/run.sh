@@ -356,7 +356,7 @@ if has_wl a; then
   # round also copies a with image-relay, so the comparison is paired.
   log "CPU floor: bench/floor.py on a's layer, beside image-relay ($FLOOR_RUNS runs, $WARMUP warm-up)"
   blob=$(ls -S "$BENCH_IMAGES/oci/a/blobs/sha256/" | head -1)
-  repo=$(head -1 "$(bench_listfile a)"); repo=${repo%:*}
+  ref=$(head -1 "$(bench_listfile a)"); repo=${ref%:*}
   size=$(stat -c %s "$BENCH_IMAGES/oci/a/blobs/sha256/$blob")
   tick=$(getconf CLK_TCK)
   regcpu() { awk -v t="$tick" '{printf "%.2f", ($14 + $15) / t}' "/proc/$(cat "$BENCH_STATE/$1/pid")/stat"; }
@@ -365,14 +365,13 @@ if has_wl a; then
   relay_a() {  # one image-relay copy of a, as a line in floor.py's format
     local out tf=$RESULTS/floor-time.out
     /usr/bin/time -o "$tf" -f '%e %U %S' "$RELAY_BIN" copy -q --config "$relay_cfg" \
-      "$BENCH_SRC/$repo:${ref##*:}" "$BENCH_DST/$repo:${ref##*:}" >&2 || return 1
+      "$BENCH_SRC/$ref" "$BENCH_DST/$ref" >&2 || return 1
     read -r w u s <"$tf"
     out=$(curl -s -o /dev/null -w '%header{docker-content-digest}' -I \
       -H 'Accept: application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json' \
       "http://$BENCH_DST/v2/$repo/manifests/${ref##*:}")
     echo "image-relay,$size,$w,$u,$s,$([[ "$out" == "$(head -1 "$BENCH_IMAGES/lists/a.digest")" ]] && echo 1 || echo 0)"
   }
-  ref=$(head -1 "$(bench_listfile a)")
   : >"$RESULTS/floor-runs.csv"
   for i in $(seq 1 $((WARMUP + FLOOR_RUNS))); do
     for mode in hash forward tee copy image-relay; do

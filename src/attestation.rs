@@ -321,27 +321,12 @@ impl Attestations {
     ) -> Result<Attested, ApiError> {
         let resource = resource_url(target, digest);
         let key_id = release.key.public_key_id();
-        let ours = |occurrences: &[Occurrence]| -> Vec<String> {
-            let mut names: Vec<String> = occurrences
-                .iter()
-                .filter(|o| {
-                    o.attestation.as_ref().is_some_and(|a| {
-                        payload_digest(&a.serialized_payload).as_ref() == Some(digest)
-                            && a.signatures.iter().any(|s| s.public_key_id == key_id)
-                    })
-                })
-                .map(|o| o.name.clone())
-                .collect();
-            names.sort();
-            names
-        };
-        let existing = ours(
-            &self
-                .occurrences(release.note.as_str(), &resource, token)
-                .await?,
-        );
-        if !existing.is_empty() {
-            self.keep_first(&existing, &resource, token).await;
+        let note = release.note.as_str();
+        if !self
+            .keep_one(note, &resource, digest, &key_id, token)
+            .await?
+            .is_empty()
+        {
             return Ok(Attested::AlreadyThere);
         }
         let payload = simple_signing_payload(target, digest);
@@ -369,17 +354,11 @@ impl Attestations {
             .await?;
         // The attestation exists: a failure to list or tidy now leaves at most a duplicate,
         // which verifies like the original, for a later delivery to tidy.
-        match self
-            .occurrences(release.note.as_str(), &resource, token)
-            .await
-        {
-            Ok(after) => {
-                let after = ours(&after);
-                self.keep_first(&after, &resource, token).await;
-                if after.first().is_some_and(|first| *first != created.name) {
-                    return Ok(Attested::AlreadyThere);
-                }
+        match self.keep_one(note, &resource, digest, &key_id, token).await {
+            Ok(kept) if kept.first().is_some_and(|first| *first != created.name) => {
+                return Ok(Attested::AlreadyThere);
             }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(%resource, error = %e, "release attested; duplicates not checked")
             }
@@ -389,8 +368,30 @@ impl Attestations {
         })
     }
 
-    /// Delete every occurrence of `names` (sorted) but the first.
-    async fn keep_first(&self, names: &[String], resource: &str, token: &str) {
+    /// The names, sorted, of the relay's attestations of `digest` (signed with `key_id`) on
+    /// `note` for `resource`; all but the first are deleted (a failed delete is logged and
+    /// leaves a valid duplicate).
+    async fn keep_one(
+        &self,
+        note: &str,
+        resource: &str,
+        digest: &Digest,
+        key_id: &str,
+        token: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut names: Vec<String> = self
+            .occurrences(note, resource, token)
+            .await?
+            .into_iter()
+            .filter(|o| {
+                o.attestation.as_ref().is_some_and(|a| {
+                    payload_digest(&a.serialized_payload).as_ref() == Some(digest)
+                        && a.signatures.iter().any(|s| s.public_key_id == key_id)
+                })
+            })
+            .map(|o| o.name)
+            .collect();
+        names.sort();
         for name in names.iter().skip(1) {
             let what = format!("deleting the duplicate release attestation {name}");
             match self
@@ -406,6 +407,7 @@ impl Attestations {
                 }
             }
         }
+        Ok(names)
     }
 
     /// Sign `payload` with the KMS key version: KMS signs a digest of it, whose hash the key's

@@ -2,8 +2,8 @@
 //! tokens for Application Default Credentials), IAM Credentials (`generateAccessToken`, for
 //! impersonation), Container Analysis (`occurrences.list` for the vulnerability gate; notes'
 //! occurrences, `occurrences.create` and `occurrences.delete` for attestations), Binary
-//! Authorization (attestors), Cloud KMS (`getPublicKey`, `asymmetricSign` over a digest, with keys the fake generates)
-//! and the JWKS that push tokens are verified against. Everything else in the tests is real.
+//! Authorization (attestors), Cloud KMS (`getPublicKey`, `asymmetricSign` over a digest, with
+//! keys the fake generates) and the JWKS that push tokens are verified against. Everything else in the tests is real.
 //!
 //! Each fake answers as the real API does where the relay could tell the difference: the
 //! metadata server wants `Metadata-Flavor: Google`, IAM and Container Analysis want a bearer
